@@ -1,0 +1,142 @@
+"""The agent service: the input edge of the pipeline that every host drives the same way.
+
+A host feeds raw wire messages to `Agent.submit` and receives wire events (JSON strings) through
+the `sink` it passed in. `submit` never raises and never blocks: each valid request runs as its
+own task; invalid input is answered with an `error` event at once. Every request ends with
+exactly one terminal event (`done` or `error`), including when it is cancelled or when a handler
+raises something unexpected (mapped to `internal` and logged), so one bad request can never stop
+the agent from serving the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import __version__
+from .errors import AgentError, ErrorCode
+from .ports import Host
+from .protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Done,
+    Error,
+    Event,
+    Request,
+    Result,
+    Status,
+    decode,
+    parse_request,
+    peek_id,
+)
+
+Sink = Callable[[str], None]
+Handler = Callable[[Any, Callable[[Event], None]], Awaitable[None]]
+
+log = logging.getLogger("wasmagent")
+
+
+class Agent:
+    """Validates requests, runs each as a task, and turns every outcome into events."""
+
+    def __init__(self, host: Host, sink: Sink) -> None:
+        self.host = host
+        self._sink = sink
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._handlers: dict[type[Any], Handler] = {Status: self._status, Cancel: self._cancel}
+        self.started = host.clock.monotonic()
+
+    def route(self, request_type: type[Any], handler: Handler) -> None:
+        """Register the handler for one request type (the pipeline registers its stages here)."""
+        self._handlers[request_type] = handler
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, raw: str | bytes | dict[str, Any]) -> None:
+        """Accept one wire message; see the module docstring for the contract."""
+        try:
+            request = parse_request(raw)
+        except AgentError as exc:
+            self._send(Error.from_exc(peek_id(raw) if isinstance(raw, dict) else _raw_id(raw), exc))
+            return
+        if request.id in self._tasks:
+            self._send(Error(request.id, ErrorCode.BAD_MESSAGE.value,
+                             f"a request with id {request.id!r} is already running"))
+            return
+        task = asyncio.get_running_loop().create_task(self._run(request))
+        self._tasks[request.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for rid, running in list(self._tasks.items()):
+            if running is task:
+                del self._tasks[rid]
+
+    async def drain(self) -> None:
+        """Wait until every accepted request has sent its terminal event (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def _run(self, request: Request) -> None:
+        handler = self._handlers.get(type(request))
+        try:
+            if handler is None:
+                raise AgentError(ErrorCode.NOT_READY, f"{request.TYPE!r} is not available yet")
+            await handler(request, self._send)
+        except AgentError as exc:
+            self._send(Error.from_exc(request.id, exc))
+        except asyncio.CancelledError:
+            self._send(Error(request.id, ErrorCode.CANCELLED.value, "the request was cancelled"))
+        except Exception as exc:
+            log.error("request %s failed: %s", request.id, "".join(traceback.format_exception(exc)))
+            self._send(Error(request.id, ErrorCode.INTERNAL.value,
+                             f"internal error: {type(exc).__name__}: {exc}"))
+        else:
+            self._send(Done(request.id))
+
+    def _send(self, event: Event) -> None:
+        try:
+            self._sink(event.to_json())
+        except Exception:
+            # A sink that fails (a closed port, a dead socket) must not take the agent down.
+            log.exception("could not deliver %s event for %s", event.TYPE, event.id)
+
+    async def _status(self, request: Status, emit: Callable[[Event], None]) -> None:
+        emit(Result(request.id, self.status()))
+
+    async def _cancel(self, request: Cancel, emit: Callable[[Event], None]) -> None:
+        task = self._tasks.get(request.target)
+        if task is not None and request.target != request.id:
+            task.cancel()
+        emit(Result(request.id, {"target": request.target, "cancelled": task is not None}))
+
+    def status(self) -> dict[str, Any]:
+        host = self.host
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "host": host.name,
+            "python": sys.version.split()[0],
+            "platform": sys.platform,
+            "machine": platform.machine(),
+            "uptime_s": round(host.clock.monotonic() - self.started, 3),
+            "in_flight": self.in_flight - 1,  # not counting this status request
+            "inference": host.inference is not None,
+            "store": host.store is not None,
+            **(host.info or {}),
+        }
+
+
+def _raw_id(raw: str | bytes) -> str | None:
+    """Best-effort request id from a message that failed validation."""
+    try:
+        return peek_id(decode(raw))
+    except AgentError:
+        return None

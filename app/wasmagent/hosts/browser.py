@@ -1,0 +1,103 @@
+"""The browser host: adapts the JS API that `web/worker.js` hands over to the core's ports.
+
+`worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
+`post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
+`web/ort-host.js`), `store` (IndexedDB, `web/idb-store.js`, or `{error}` when unavailable),
+and facts for `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
+
+Tensors cross into JS as typed arrays made from the `array` buffers in one copy
+(`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array) and come back
+with `to_py()` (a memoryview copy), never element by element.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Mapping
+from typing import Any
+
+from js import Object
+from pyodide.ffi import JsException, JsProxy, to_js
+
+from ..agent import Agent
+from ..errors import AgentError, ErrorCode
+from ..ports import Host, LoopClock, Tensor
+
+_TYPECODES = {"int64": "q", "float32": "f"}
+
+
+def _js_object(value: Mapping[str, Any]) -> Any:
+    return to_js(value, dict_converter=Object.fromEntries)
+
+
+class OrtWebInference:
+    """The `Inference` port over onnxruntime-web."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    async def run(self, model: str, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        js_feeds = {
+            name: _js_object({"dtype": t.dtype, "dims": list(t.shape),
+                              "data": to_js(memoryview(t.data))})
+            for name, t in feeds.items()
+        }
+        try:
+            out = await self._api.run(model, _js_object(js_feeds))
+        except JsException as exc:
+            message = f"onnxruntime-web failed on {model}: {exc}"
+            raise AgentError(ErrorCode.INFERENCE, message) from None
+        return {name: _tensor(out[name]) for name in Object.keys(out)}
+
+
+def _tensor(js: JsProxy) -> Tensor:
+    dtype = str(js.dtype)
+    if dtype not in _TYPECODES:
+        raise AgentError(ErrorCode.INFERENCE, f"unsupported output type {dtype}")
+    data = array(_TYPECODES[dtype])
+    data.frombytes(js.data.to_py())
+    return Tensor(dtype, tuple(int(d) for d in js.dims), data)  # type: ignore[arg-type]
+
+
+class IndexedDbStore:
+    """The `Store` port over IndexedDB; quota or closed-database failures: `storage_failed`."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._call("get", key)
+        return None if value is None else bytes(value.to_py())
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self._call("put", key, to_js(value))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", key)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        found = await self._call("keys", prefix)
+        return [str(k) for k in found]
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._store, method)(*args)
+        except JsException as exc:
+            raise AgentError(ErrorCode.STORAGE, f"browser storage failed: {exc}") from None
+
+
+async def boot(api: Any, vocab: str | None = None) -> Agent:
+    """Build the agent on the browser's ports; called once by worker.js."""
+    store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
+    info: dict[str, object] = {
+        "threads": int(api.threads),
+        "cross_origin_isolated": bool(api.crossOriginIsolated),
+        "boot_ms": round(float(api.bootMs()), 1),
+    }
+    model_error = api.modelError
+    if model_error:
+        info["model_error"] = str(model_error)
+    inference = None if model_error else OrtWebInference(api)
+    host = Host(name="browser", clock=LoopClock(), store=store,
+                inference=inference, vocab=vocab, info=info)
+    return Agent(host, lambda event: api.post(event))

@@ -1,0 +1,126 @@
+"""The ports: the only ways the core reaches the world.
+
+Adapters live in `wasmagent.hosts` (`native.py` for CPython, `browser.py` for Pyodide);
+tests pass small in-memory hosts. Nothing in the core imports a host module directly.
+
+Tensors cross the `Inference` port as flat `array.array` buffers plus a shape, so the
+browser adapter can hand them to onnxruntime-web as typed arrays with one copy and no
+per-element conversion (`array('q')` -> `BigInt64Array`, `array('f')` -> `Float32Array`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+DType = Literal["int64", "float32"]
+
+_TYPECODES: dict[DType, str] = {"int64": "q", "float32": "f"}
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A dense row-major tensor: `data` holds `prod(shape)` elements of `dtype`."""
+
+    dtype: DType
+    shape: tuple[int, ...]
+    data: array  # type: ignore[type-arg]
+
+    def __post_init__(self) -> None:
+        if self.data.typecode != _TYPECODES[self.dtype]:
+            raise ValueError(f"{self.dtype} tensor needs array typecode {_TYPECODES[self.dtype]!r}")
+        size = 1
+        for dim in self.shape:
+            size *= dim
+        if size != len(self.data):
+            raise ValueError(f"shape {self.shape} needs {size} elements, got {len(self.data)}")
+
+    @classmethod
+    def int64(cls, shape: Sequence[int], values: Sequence[int] | array) -> Tensor:  # type: ignore[type-arg]
+        data = values if isinstance(values, array) else array("q", values)
+        return cls("int64", tuple(shape), data)
+
+    @classmethod
+    def float32(cls, shape: Sequence[int], values: Sequence[float] | array) -> Tensor:  # type: ignore[type-arg]
+        data = values if isinstance(values, array) else array("f", values)
+        return cls("float32", tuple(shape), data)
+
+    def rows(self) -> list[list[float]]:
+        """The tensor as a list of rows along its last axis (for small outputs and tests)."""
+        width = self.shape[-1] if self.shape else 1
+        flat = self.data.tolist()
+        return [flat[i : i + width] for i in range(0, len(flat), width)]
+
+
+@runtime_checkable
+class Inference(Protocol):
+    """Runs ONNX models by name. Sessions are created once per model and reused.
+
+    `run` raises `AgentError(INFERENCE)` when the runtime rejects the inputs and
+    `AgentError(NOT_FOUND)` for a model the host does not know.
+    """
+
+    async def run(self, model: str, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable key/value storage of bytes, ordered by key.
+
+    Writes raise `AgentError(STORAGE)` when the medium refuses them (quota, closed).
+    """
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def keys(self, prefix: str = "") -> list[str]: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time as the core sees it: monotonic seconds for deadlines, wall seconds for records."""
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The real clock: asyncio's loop time, which both CPython and Pyodide's WebLoop keep."""
+
+    def monotonic(self) -> float:
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(slots=True)
+class Host:
+    """What a host adapter hands the core: its ports and facts about itself for `status`.
+
+    `inference` is None when the model runtime failed to load: the agent then still answers
+    from lexical search and says so in `status`.
+    """
+
+    name: str
+    clock: Clock
+    store: Store | None = None
+    inference: Inference | None = None
+    vocab: str | None = None
+    info: dict[str, object] | None = None

@@ -1,0 +1,202 @@
+"""Turn the `wasmagent` package into a Pyodide package and assemble `dist/`.
+
+Steps, each skipped when its inputs did not change (so a re-run is fast):
+1. build the pure-Python `wasmagent` wheel with `python -m build --wheel`, timestamps pinned by
+   SOURCE_DATE_EPOCH so the same sources give the same bytes (and the same sha256 in the lock);
+2. fetch the pinned micropip wheel from PyPI (cached in `.build/cache`);
+3. write `dist/pyodide/pyodide-lock.json` with pyodide-build's `pyodide lockfile add-wheels`,
+   starting from the lock shipped in the `pyodide` npm package but keeping only the entries whose
+   wheels we serve, so a by-name load of anything else fails at once with "not in lock" instead
+   of a confusing integrity error on a 404 page;
+4. copy the runtime files the page really fetches, the onnxruntime-web wasm build, the models and
+   the web shell into `dist/`, and write `boot-manifest.json` (file sizes, for a byte-accurate
+   progress bar) and `protocol.schema.json`.
+
+We do not use `pyodide build`: it downloads its cross-build environment metadata before doing
+anything and fails offline, and a pure-Python wheel does not need a cross build anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DIST = ROOT / "dist"
+WORK = ROOT / ".build"
+NODE = ROOT / "node_modules"
+
+MICROPIP = "micropip==0.11.1"
+# Fixed so that the wheel's bytes, and so its sha256 in the lock, depend only on its content.
+SOURCE_DATE_EPOCH = "1700000000"
+
+PYODIDE_FILES = ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip"]
+# Only the plain SIMD+threads wasm build: the jsep/asyncify/jspi variants (17-28 MB each) are
+# for WebGPU/JSPI execution providers we do not use.
+ORT_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]
+MODEL_FILES = [
+    "all-minilm-l6-v2/model.int8.onnx",
+    "all-minilm-l6-v2/vocab.txt",
+    "intent/intent.onnx",
+    "intent/labels.json",
+]
+
+
+def digest(paths: list[Path]) -> str:
+    """A hash over file names and contents, used to skip steps whose inputs did not change."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(str(path.relative_to(ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def stamp_ok(name: str, value: str) -> bool:
+    stamp = WORK / f"{name}.stamp"
+    return stamp.exists() and stamp.read_text() == value
+
+
+def write_stamp(name: str, value: str) -> None:
+    (WORK / f"{name}.stamp").write_text(value)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_if_changed(src: Path, dst: Path) -> None:
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and sha256(dst) == sha256(src):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def build_wheel() -> Path:
+    sources = [*(ROOT / "app").rglob("*.py"), ROOT / "pyproject.toml", ROOT / "app/wasmagent/py.typed"]
+    key = digest(sources)
+    out = WORK / "wheel"
+    wheels = sorted(out.glob("wasmagent-*.whl"))
+    if wheels and stamp_ok("wheel", key):
+        return wheels[-1]
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    for egg in (ROOT / "app").glob("*.egg-info"):
+        shutil.rmtree(egg)
+    write_stamp("wheel", key)
+    return next(out.glob("wasmagent-*.whl"))
+
+
+def fetch_micropip() -> Path:
+    cache = WORK / "cache"
+    found = sorted(cache.glob("micropip-*.whl"))
+    if found:
+        return found[-1]
+    cache.mkdir(parents=True, exist_ok=True)
+    # micropip needs Python >= 3.13 (Pyodide's), so ask pip for that target explicitly.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+         "--python-version", "3.13", "--dest", str(cache), MICROPIP],
+        check=True,
+    )
+    return next(cache.glob("micropip-*.whl"))
+
+
+def write_lock(wheels: list[Path], pyodide_cli: Path) -> None:
+    out_dir = DIST / "pyodide"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    served = [out_dir / w.name for w in wheels]
+    for wheel, dst in zip(wheels, served, strict=True):
+        copy_if_changed(wheel, dst)
+    for stale in out_dir.glob("*.whl"):
+        if stale not in served:
+            stale.unlink()
+    key = digest(served) + sha256(NODE / "pyodide/pyodide-lock.json")
+    lock = out_dir / "pyodide-lock.json"
+    if lock.exists() and stamp_ok("lock", key):
+        return
+    shipped = json.loads((NODE / "pyodide/pyodide-lock.json").read_text())
+    base = WORK / "lock-base.json"
+    base.write_text(json.dumps({"info": shipped["info"], "packages": {}}))
+    subprocess.run(
+        [str(pyodide_cli), "lockfile", "add-wheels", "--input", str(base), "--output", str(lock),
+         "--base-path", str(out_dir), *map(str, served)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    check_lock(lock, out_dir)
+    write_stamp("lock", key)
+
+
+def check_lock(lock: Path, out_dir: Path) -> None:
+    """Fail the build, not the browser, when a lock entry does not match the file we serve."""
+    packages = json.loads(lock.read_text())["packages"]
+    for name, entry in packages.items():
+        wheel = out_dir / entry["file_name"]
+        if not wheel.exists() or sha256(wheel) != entry["sha256"]:
+            raise SystemExit(f"lock entry {name} does not match {wheel}")
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    for path in src.rglob("*"):
+        if path.is_file():
+            copy_if_changed(path, dst / path.relative_to(src))
+
+
+def copy_assets() -> None:
+    for name in PYODIDE_FILES:
+        copy_if_changed(NODE / "pyodide" / name, DIST / "pyodide" / name)
+    for name in ORT_FILES:
+        copy_if_changed(NODE / "onnxruntime-web/dist" / name, DIST / "ort" / name)
+    for name in MODEL_FILES:
+        src = ROOT / "models" / name
+        if src.exists():
+            copy_if_changed(src, DIST / "models" / name)
+    copy_tree(ROOT / "web", DIST)
+
+
+def write_manifest() -> None:
+    """File sizes of everything fetched during boot, so progress can show real bytes."""
+    boot = [f"pyodide/{n}" for n in PYODIDE_FILES] + [f"ort/{n}" for n in ORT_FILES[1:]]
+    boot += [str(p.relative_to(DIST)) for p in sorted((DIST / "pyodide").glob("wasmagent-*.whl"))]
+    boot += [f"models/{n}" for n in MODEL_FILES if (DIST / "models" / n).exists()]
+    sizes = {name: (DIST / name).stat().st_size for name in boot}
+    manifest = {"files": sizes, "total": sum(sizes.values())}
+    (DIST / "boot-manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def write_schema() -> None:
+    sys.path.insert(0, str(ROOT / "app"))
+    from wasmagent.protocol import json_schema
+
+    (DIST / "protocol.schema.json").write_text(json.dumps(json_schema(), indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pyodide-cli", type=Path, required=True, help="the `pyodide` command")
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    DIST.mkdir(exist_ok=True)
+    wheels = [build_wheel(), fetch_micropip()]
+    write_lock(wheels, args.pyodide_cli)
+    copy_assets()
+    write_manifest()
+    write_schema()
+    print(f"dist/ ready: {', '.join(w.name for w in wheels)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+// The one module that owns onnxruntime-web in the worker (as transformers.js backends/onnx.js
+// does): it creates each session once, runs them one at a time, and converts tensors.
+import * as ort from "./ort/ort.wasm.min.mjs";
+
+const base = new URL("./", import.meta.url);
+// Always point ORT at our own copy of its wasm files: its default is a CDN.
+ort.env.wasm.wasmPaths = new URL("./ort/", base).href;
+// ORT-web picks 1 thread on 2 cores even when isolated; threads need crossOriginIsolated.
+ort.env.wasm.numThreads = self.crossOriginIsolated
+  ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1))
+  : 1;
+
+const MODELS = {
+  minilm: "models/all-minilm-l6-v2/model.int8.onnx",
+  intent: "models/intent/intent.onnx",
+};
+
+const sessions = new Map();
+let queue = Promise.resolve();
+
+export function threads() {
+  return ort.env.wasm.numThreads;
+}
+
+export function knownModels() {
+  return Object.keys(MODELS);
+}
+
+async function session(name, fetchBytes) {
+  if (!sessions.has(name)) {
+    const path = MODELS[name];
+    if (!path) throw Object.assign(new Error(`unknown model ${name}`), { code: "not_found" });
+    const pending = fetchBytes(new URL(path, base).href).then((bytes) =>
+      ort.InferenceSession.create(bytes, {
+        executionProviders: ["wasm"],
+        graphOptimizationLevel: "all",
+      }),
+    );
+    sessions.set(name, pending);
+    pending.catch(() => sessions.delete(name));
+  }
+  return sessions.get(name);
+}
+
+const CTORS = { int64: BigInt64Array, float32: Float32Array };
+
+// feeds: {name: {dtype, dims, data}} with data a typed array matching dtype.
+// Returns the same shape of object for every output.
+export function run(name, feeds, fetchBytes) {
+  const job = queue.then(async () => {
+    const s = await session(name, fetchBytes);
+    const inputs = {};
+    for (const [key, t] of Object.entries(feeds)) {
+      const Ctor = CTORS[t.dtype];
+      const data = t.data instanceof Ctor ? t.data : new Ctor(t.data);
+      inputs[key] = new ort.Tensor(t.dtype, data, Array.from(t.dims));
+    }
+    const out = await s.run(inputs);
+    const result = {};
+    for (const [key, t] of Object.entries(out)) {
+      result[key] = { dtype: t.type, dims: t.dims, data: t.data };
+    }
+    return result;
+  });
+  queue = job.catch(() => {});
+  return job;
+}
+
+export function warm(name, fetchBytes) {
+  return session(name, fetchBytes);
+}
