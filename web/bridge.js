@@ -30,6 +30,8 @@ export class AgentClient {
     this.schema = schema;
     this.listeners = new Set(onEvent ? [onEvent] : []);
     this.pending = new Map();
+    // Boot and other unattributed events, kept for the diagnostics panel and tests.
+    this.bootLog = [];
     this.ready = new Promise((resolve, reject) => {
       this._ready = { resolve, reject };
     });
@@ -112,6 +114,7 @@ export class AgentClient {
   _emit(event) {
     for (const listener of this.listeners) listener(event);
     if (event.id === null) {
+      this.bootLog.push({ ...event, at: Math.round(performance.now()) });
       if (event.type === "progress" && event.stage === "ready") this._ready.resolve(event);
       if (event.type === "error" && event.code === "not_ready") this._fail(new AgentError(event.code, event.message));
       return;

@@ -54,7 +54,10 @@ async function countingFetch(input, init) {
   const stream = new ReadableStream({
     async pull(controller) {
       const { done, value } = await reader.read();
-      if (done) return controller.close();
+      if (done) {
+        progress("download", { loaded: Math.min(loaded, total), total });
+        return controller.close();
+      }
       loaded += value.byteLength;
       const now = performance.now();
       if (now - lastReport > 50) {

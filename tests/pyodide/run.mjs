@@ -1,0 +1,41 @@
+// Runs the shared core tests (tests/pyodide/core_tests.txt) inside Pyodide under Node, with the
+// wasmagent wheel and micropip loaded from dist/'s own pyodide-lock.json — the same files the
+// browser gets — and proves micropip installs from that lock offline.
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadPyodide } from "pyodide";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const modules = readFileSync(join(here, "core_tests.txt"), "utf8")
+  .split("\n")
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith("#"));
+
+const pyodide = await loadPyodide({
+  indexURL: join(root, "dist", "pyodide") + "/",
+  lockFileURL: join(root, "dist", "pyodide", "pyodide-lock.json"),
+});
+await pyodide.loadPackage(["micropip"], { messageCallback: () => {} });
+// micropip resolves wasmagent from our lock (no index, no network) and installs it.
+await pyodide.runPythonAsync(`
+import micropip
+await micropip.install("wasmagent")
+assert "wasmagent" in micropip.list(), "micropip did not install wasmagent from the lock"
+`);
+
+pyodide.FS.mkdirTree("/repo");
+pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root }, "/repo");
+pyodide.runPython(`
+import sys
+sys.path[:0] = ["/repo/tests/pyodide", "/repo/tests"]
+`);
+const runner = pyodide.pyimport("runner");
+const report = (await runner.run(pyodide.toPy(modules))).toJs({ dict_converter: Object.fromEntries });
+for (const [name, tb] of report.failed) console.log(`FAILED ${name}\n${tb}`);
+if (report.missing_modules.length) console.log(`not present yet: ${report.missing_modules.join(", ")}`);
+const version = pyodide.runPython("import sys, wasmagent; f'{sys.version.split()[0]} wasmagent {wasmagent.__version__}'");
+console.log(`Pyodide (Python ${version}): ${report.passed.length} core tests in ${report.seconds}s`);
+console.log(`${report.passed.length} passed, ${report.failed.length} failed`);
+process.exit(report.failed.length || !report.passed.length ? 1 : 0);

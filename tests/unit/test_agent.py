@@ -1,0 +1,135 @@
+"""The agent service edge: every request ends with one terminal event, and nothing kills it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from wasmagent.agent import Agent
+from wasmagent.errors import AgentError, ErrorCode
+from wasmagent.ports import Host, LoopClock
+from wasmagent.protocol import Ask, Delta, Event
+
+
+def _agent() -> tuple[Agent, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    agent = Agent(Host(name="test", clock=LoopClock()), lambda raw: events.append(json.loads(raw)))
+    return agent, events
+
+
+def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["id"] == rid]
+
+
+async def test_status_reports_the_host_and_ends_with_done() -> None:
+    agent, events = _agent()
+    agent.submit('{"v": 1, "type": "status", "id": "s1"}')
+    await agent.drain()
+    result, done = _of(events, "s1")
+    assert result["type"] == "result"
+    assert result["data"]["host"] == "test"
+    assert result["data"]["protocol"] == 1
+    assert done["type"] == "done"
+
+
+async def test_malformed_input_gets_an_error_and_the_agent_keeps_serving() -> None:
+    agent, events = _agent()
+    for raw in ["{", "[]", '{"v": 1, "type": "nope", "id": "bad1"}', '{"v": 1, "id": "bad2"}']:
+        agent.submit(raw)
+    agent.submit('{"v": 1, "type": "status", "id": "ok"}')
+    await agent.drain()
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["bad_json", "bad_json", "bad_message", "bad_message"]
+    assert [e["id"] for e in errors] == [None, None, "bad1", "bad2"]
+    assert [e["type"] for e in _of(events, "ok")] == ["result", "done"]
+
+
+async def test_a_crashing_handler_becomes_an_internal_error_not_a_dead_agent() -> None:
+    agent, events = _agent()
+
+    async def boom(request: Ask, emit: Any) -> None:
+        emit(Delta(request.id, "partial "))
+        raise ZeroDivisionError("oops")
+
+    agent.route(Ask, boom)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
+    agent.submit('{"v": 1, "type": "status", "id": "s"}')
+    await agent.drain()
+    kinds = [(e["type"], e.get("code")) for e in _of(events, "a")]
+    assert kinds == [("delta", None), ("error", "internal")]
+    assert _of(events, "s")[-1]["type"] == "done"
+
+
+async def test_agent_errors_keep_their_code() -> None:
+    agent, events = _agent()
+
+    async def refuse(request: Ask, emit: Any) -> None:
+        raise AgentError(ErrorCode.NOT_FOUND, "no such knowledge base")
+
+    agent.route(Ask, refuse)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi", "kb": "x"}')
+    await agent.drain()
+    assert _of(events, "a") == [{"v": 1, "type": "error", "id": "a", "code": "not_found",
+                                 "message": "no such knowledge base"}]
+
+
+async def test_cancel_stops_a_running_request_with_a_cancelled_error() -> None:
+    agent, events = _agent()
+    started = asyncio.Event()
+
+    async def slow(request: Ask, emit: Any) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    agent.route(Ask, slow)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
+    await started.wait()
+    agent.submit('{"v": 1, "type": "cancel", "id": "c", "target": "a"}')
+    await agent.drain()
+    assert _of(events, "a")[-1]["code"] == "cancelled"
+    assert _of(events, "c")[0]["data"] == {"target": "a", "cancelled": True}
+    assert agent.in_flight == 0
+
+
+async def test_duplicate_ids_in_flight_are_refused() -> None:
+    agent, events = _agent()
+    gate = asyncio.Event()
+
+    async def wait(request: Ask, emit: Any) -> None:
+        await gate.wait()
+
+    agent.route(Ask, wait)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "one"}')
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "two"}')
+    await asyncio.sleep(0)
+    gate.set()
+    await agent.drain()
+    assert [e["type"] for e in _of(events, "a")] == ["error", "done"]
+
+
+async def test_unrouted_requests_say_not_ready() -> None:
+    agent, events = _agent()
+    agent.submit('{"v": 1, "type": "kb.list", "id": "k"}')
+    await agent.drain()
+    assert _of(events, "k")[0]["code"] == "not_ready"
+
+
+async def test_a_failing_sink_does_not_stop_the_agent() -> None:
+    delivered: list[str] = []
+
+    def sink(raw: str) -> None:
+        if '"s1"' in raw:
+            raise OSError("port closed")
+        delivered.append(raw)
+
+    agent = Agent(Host(name="test", clock=LoopClock()), sink)
+    agent.submit('{"v": 1, "type": "status", "id": "s1"}')
+    agent.submit('{"v": 1, "type": "status", "id": "s2"}')
+    await agent.drain()
+    assert [json.loads(r)["type"] for r in delivered] == ["result", "done"]
+
+
+def test_events_are_plain_data() -> None:
+    event: Event = Delta("x", "hello")
+    assert event.to_wire() == {"v": 1, "type": "delta", "id": "x", "text": "hello"}

@@ -1,0 +1,97 @@
+"""The wire protocol: what a client sending messages would notice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wasmagent.errors import AgentError, ErrorCode
+from wasmagent.protocol import (
+    MAX_MESSAGE_BYTES,
+    Ask,
+    Citation,
+    Done,
+    Error,
+    Ingest,
+    Status,
+    json_schema,
+    parse_request,
+)
+
+
+def _code(raw: object) -> str:
+    with pytest.raises(AgentError) as info:
+        parse_request(raw)  # type: ignore[arg-type]
+    return info.value.code.value
+
+
+def test_valid_requests_parse_to_typed_messages() -> None:
+    ask = parse_request('{"v": 1, "type": "ask", "id": "a1", "text": "what is a list?"}')
+    assert ask == Ask(id="a1", text="what is a list?", kb=None, top_k=5)
+    status = parse_request({"v": 1, "type": "status", "id": "s"})
+    assert status == Status(id="s")
+    ingest = parse_request({"v": 1, "type": "ingest", "id": "i", "kb": "docs",
+                            "documents": [{"source": "a.md", "text": "# A\nbody"}]})
+    assert isinstance(ingest, Ingest)
+    assert ingest.documents[0].source == "a.md"
+    assert ingest.documents[0].kind is None
+
+
+def test_each_kind_of_bad_input_has_its_own_code() -> None:
+    cases = {
+        "not json at all": "bad_json",
+        "[1, 2]": "bad_json",
+        '{"v": 2, "type": "ask", "id": "x", "text": "hi"}': "unsupported_version",
+        '{"v": true, "type": "status", "id": "x"}': "unsupported_version",
+        '{"type": "status", "id": "x"}': "unsupported_version",
+        '{"v": 1, "type": "launch", "id": "x"}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "x"}': "bad_message",
+        '{"v": 1, "type": "ask", "text": "hi"}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "", "text": "hi"}': "bad_message",
+        '{"v": 1, "type": "ask", "id": 5, "text": "hi"}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "x", "text": ""}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "x", "text": "hi", "top_k": 0}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "x", "text": "hi", "top_k": true}': "bad_message",
+        '{"v": 1, "type": "ask", "id": "x", "text": "hi", "extra": 1}': "bad_message",
+        '{"v": 1, "type": "ingest", "id": "x", "kb": "k", "documents": []}': "bad_message",
+        '{"v": 1, "type": "ingest", "id": "x", "kb": "k", "documents": [{"source": "a"}]}':
+            "bad_message",
+        '{"v": 1, "type": "ingest", "id": "x", "kb": "k", "documents": [{"source": "a",'
+        ' "text": "t", "kind": "pdf"}]}': "bad_message",
+    }
+    for raw, code in cases.items():
+        assert _code(raw) == code, raw
+
+
+def test_error_messages_name_the_offending_field() -> None:
+    with pytest.raises(AgentError) as info:
+        parse_request({"v": 1, "type": "ingest", "id": "x", "kb": "k",
+                       "documents": [{"source": "a", "text": 3}]})
+    assert "documents[0].text" in info.value.message
+
+
+def test_oversized_messages_are_refused_before_parsing() -> None:
+    raw = '{"v": 1, "type": "ask", "id": "x", "text": "' + "a" * MAX_MESSAGE_BYTES + '"}'
+    assert _code(raw) == ErrorCode.TOO_LARGE.value
+
+
+def test_events_serialise_with_version_and_type() -> None:
+    wire = json.loads(Citation("r1", "a.md", "A", "intro", 0.5, "text").to_json())
+    assert wire == {"v": 1, "type": "citation", "id": "r1", "source": "a.md", "title": "A",
+                    "anchor": "intro", "score": 0.5, "snippet": "text"}
+    assert Done("r1").TERMINAL
+    assert Error("r1", "internal", "x").TERMINAL
+    assert not Citation.TERMINAL
+
+
+def test_schema_covers_every_message_and_error_code() -> None:
+    schema = json_schema()
+    requests, events = schema["$defs"]["requests"], schema["$defs"]["events"]
+    assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete"}
+    assert set(events) == {"progress", "delta", "citation", "answer", "result", "error", "done"}
+    assert set(events["error"]["properties"]["code"]["enum"]) == {c.value for c in ErrorCode}
+    ask = requests["ask"]
+    assert ask["required"] == ["v", "type", "id", "text"]
+    assert ask["properties"]["text"]["maxLength"] == 4000
+    assert ask["additionalProperties"] is False
