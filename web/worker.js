@@ -4,6 +4,7 @@
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 import * as ortHost from "./ort-host.js";
 import { openStore } from "./idb-store.js";
+import * as vectors from "./vectors.js";
 
 const base = new URL("./", import.meta.url);
 const post = (event) => self.postMessage(JSON.stringify(event));
@@ -108,6 +109,7 @@ async function boot() {
     modelError,
     fetchText,
     store,
+    vectors,
     threads: ortHost.threads(),
     crossOriginIsolated: self.crossOriginIsolated,
     bootMs: () => performance.now() - t0,

@@ -84,6 +84,28 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class VectorSearch(Protocol):
+    """Dense vectors kept outside Python, searched by inner product.
+
+    The core never loops over vectors in Python (Pyodide runs pure Python 3-10x slower than
+    CPython): the browser adapter keeps each space in a JS Float32Array and the native one in
+    numpy. A space holds rows of `dim` float32 values, numbered from 0 in insertion order.
+    """
+
+    async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
+        """Append `len(rows) // dim` rows; returns the new row count of the space."""
+        ...
+
+    async def search(self, space: str, query: array, k: int) -> list[tuple[int, float]]:  # type: ignore[type-arg]
+        """The `k` best rows by inner product with `query`, best first: (row, score)."""
+        ...
+
+    async def drop(self, space: str) -> None:
+        """Forget a space; unknown spaces are ignored."""
+        ...
+
+
+@runtime_checkable
 class Clock(Protocol):
     """Time as the core sees it: monotonic seconds for deadlines, wall seconds for records."""
 
@@ -122,5 +144,6 @@ class Host:
     clock: Clock
     store: Store | None = None
     inference: Inference | None = None
+    vectors: VectorSearch | None = None
     vocab: str | None = None
     info: dict[str, object] | None = None

@@ -86,6 +86,23 @@ class IndexedDbStore:
             raise AgentError(ErrorCode.STORAGE, f"browser storage failed: {exc}") from None
 
 
+class JsVectors:
+    """The `VectorSearch` port over `web/vectors.js` (typed arrays searched in JS)."""
+
+    def __init__(self, vectors: Any) -> None:
+        self._js = vectors
+
+    async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
+        return int(self._js.add(space, dim, to_js(memoryview(rows))))
+
+    async def search(self, space: str, query: array, k: int) -> list[tuple[int, float]]:  # type: ignore[type-arg]
+        found = self._js.search(space, to_js(memoryview(query)), k)
+        return [(int(pair[0]), float(pair[1])) for pair in found]
+
+    async def drop(self, space: str) -> None:
+        self._js.drop(space)
+
+
 async def boot(api: Any, vocab: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
     store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
@@ -99,5 +116,5 @@ async def boot(api: Any, vocab: str | None = None) -> Agent:
         info["model_error"] = str(model_error)
     inference = None if model_error else OrtWebInference(api)
     host = Host(name="browser", clock=LoopClock(), store=store,
-                inference=inference, vocab=vocab, info=info)
+                inference=inference, vectors=JsVectors(api.vectors), vocab=vocab, info=info)
     return Agent(host, lambda event: api.post(event))

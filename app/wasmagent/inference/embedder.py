@@ -1,0 +1,84 @@
+"""Sentence embeddings: tokenize in Python, batch concurrent requests, run MiniLM via a port.
+
+Concurrent `embed` calls (a question while a large ingestion runs) are coalesced by the
+micro-batcher into padded batches of similar length; interactive questions go before queued
+background work. Each text becomes one L2-normalised 384-d `array('f')` (pooling and
+normalisation are inside the ONNX graph).
+
+Note: the int8 model's output shifts slightly with batch composition (cosine ~0.99 between a
+text embedded alone and inside a batch), because dynamic quantisation picks scales per batch.
+Ranking tolerates it; exact equality across batchings is not promised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from ..errors import AgentError, ErrorCode
+from ..ports import Clock, Inference, Tensor
+from ..runtime.batcher import MicroBatcher, Priority
+from ..runtime.context import Context
+from ..text.tokenizer import WordPieceTokenizer
+
+EMBEDDING_DIM = 384
+MODEL = "minilm"
+OUTPUT = "sentence_embedding"
+
+Vector: TypeAlias = "array[float]"  # array('f') of EMBEDDING_DIM floats
+
+
+def pad_batch(batch: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+    """Pad token id lists to the longest one: the model's three int64 inputs."""
+    width = max(len(ids) for ids in batch)
+    ids = array("q")
+    mask = array("q")
+    for row in batch:
+        pad = width - len(row)
+        ids.extend(row)
+        ids.extend([0] * pad)
+        mask.extend([1] * len(row))
+        mask.extend([0] * pad)
+    shape = (len(batch), width)
+    return {
+        "input_ids": Tensor("int64", shape, ids),
+        "attention_mask": Tensor("int64", shape, mask),
+        "token_type_ids": Tensor("int64", shape, array("q", bytes(8 * len(ids)))),
+    }
+
+
+class Embedder:
+    """Embeds texts with MiniLM through an `Inference` port, batching concurrent calls."""
+
+    def __init__(self, inference: Inference, tokenizer: WordPieceTokenizer, *,
+                 max_batch: int = 32, max_wait_ms: float = 2.0, clock: Clock | None = None
+                 ) -> None:
+        self._inference = inference
+        self.tokenizer = tokenizer
+        self.batcher: MicroBatcher[list[int], Vector] = MicroBatcher(
+            self._run, max_batch=max_batch, max_wait_ms=max_wait_ms, length_of=len,
+            clock=clock, name="embed")
+
+    async def embed(self, texts: Sequence[str], *, priority: Priority = Priority.INTERACTIVE,
+                    ctx: Context | None = None) -> list[Vector]:
+        """One vector per text, in order. Raises `AgentError` (inference, cancelled, ...)."""
+        encoded = [self.tokenizer.encode(text) for text in texts]
+        jobs = [self.batcher.submit(ids, priority, ctx) for ids in encoded]
+        return list(await asyncio.gather(*jobs))
+
+    async def embed_one(self, text: str, *, ctx: Context | None = None) -> Vector:
+        return (await self.embed([text], ctx=ctx))[0]
+
+    async def _run(self, batch: list[list[int]]) -> list[Vector]:
+        outputs = await self._inference.run(MODEL, pad_batch(batch))
+        if OUTPUT not in outputs:
+            raise AgentError(ErrorCode.INFERENCE, f"the model has no {OUTPUT!r} output")
+        flat = outputs[OUTPUT].data
+        if len(flat) != len(batch) * EMBEDDING_DIM:
+            raise AgentError(ErrorCode.INFERENCE, "the model returned a wrongly shaped output")
+        return [flat[i * EMBEDDING_DIM:(i + 1) * EMBEDDING_DIM] for i in range(len(batch))]
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()

@@ -1,0 +1,74 @@
+"""What flows through the pipeline: one `Job` per question, carrying its context end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..errors import AgentError
+from ..protocol import Ask, Event
+from ..runtime.context import Context
+
+
+class Route(StrEnum):
+    """Where the router sends a question."""
+
+    RETRIEVE = "retrieve"
+    TOOL = "tool"
+    CANNED = "canned"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """A cited passage."""
+
+    source: str
+    title: str
+    anchor: str
+    score: float
+    snippet: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "title": self.title, "anchor": self.anchor,
+                "score": round(self.score, 4), "text": self.snippet}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A worker's answer before it is streamed: text, sources, and whether it is grounded."""
+
+    text: str
+    route: Route
+    citations: tuple[SourceRef, ...] = ()
+    confident: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Job:
+    """One question in flight. Stages fill in `embedding`, `route`, `tool_call` and `reply`."""
+
+    request: Ask
+    ctx: Context
+    emit: Callable[[Event], None]
+    finished: asyncio.Future[None]
+    started: float
+    timings: dict[str, float] = field(default_factory=dict)
+    embedding: Any = None
+    route: Route | None = None
+    tool_call: tuple[str, dict[str, Any]] | None = None
+    canned: str | None = None
+    intent: str | None = None
+    reply: Reply | None = None
+
+    def fail(self, error: AgentError) -> None:
+        """End the job with an error; the input edge turns it into the `error` event."""
+        if not self.finished.done():
+            self.finished.set_exception(error)
+
+    def finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)

@@ -1,0 +1,203 @@
+"""The ask pipeline, wired CSP style: stages are tasks joined by bounded channels.
+
+    ask() --inbox--> router x R --work--> worker pool (N slots) --out--> aggregator --> events
+                                                                     \\--persist--> store (async)
+
+- `ask()` is the input edge: it admits a job (or refuses with `overloaded` when `max_in_flight`
+  questions are already in flight), then waits for the job bound to its context, so a cancel or
+  a deadline frees every stage's work for it.
+- Every stage catches per job: an `AgentError` fails that job with its code; anything else is
+  logged and fails the job with `internal`. A stage never dies of one bad job.
+- The aggregator streams the reply (`delta` pieces, `citation`s, then `answer`) and only then
+  hands a record to the persistence stage, so storage latency or failure never delays or breaks
+  an answer (a failed write is logged and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import AgentError, ErrorCode
+from ..ports import Clock, LoopClock, Store
+from ..protocol import Answer, Ask, Citation, Delta, Event
+from ..runtime.channels import Channel, ChannelClosed
+from ..runtime.context import Context
+from ..runtime.pool import WorkerPool
+from .jobs import Job, Reply, Route
+from .router import Router
+
+log = logging.getLogger("wasmagent.pipeline")
+
+Worker = Callable[[Job], Awaitable[Reply]]
+Observer = Callable[[str, float, str], None]
+
+
+def split_stream(text: str, size: int = 24) -> list[str]:
+    """Cut text into small pieces on spaces (for `delta` events); joined, they equal `text`."""
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        space = text.find(" ", end)
+        end = len(text) if space == -1 or space - start > size * 3 else space + 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+class Pipeline:
+    """Owns the stage tasks and channels; `ask` is the handler the agent routes `ask` to."""
+
+    def __init__(self, router: Router, workers: dict[Route, Worker], *,
+                 store: Store | None = None, clock: Clock | None = None,
+                 pool_size: int = 8, routers: int = 4, max_in_flight: int = 1024,
+                 timeout_s: float = 30.0, observe: Observer | None = None) -> None:
+        self._router = router
+        self._workers = workers
+        self._store = store
+        self._clock = clock or LoopClock()
+        self._routers = routers
+        self._timeout = timeout_s
+        self._max_in_flight = max_in_flight
+        self._observe = observe or (lambda stage, ms, rid: None)
+        self.pool = WorkerPool(pool_size, queue_size=max_in_flight, queue_wait=None,
+                               name="workers")
+        self.inbox: Channel[Job] = Channel(max_in_flight)
+        self.work: Channel[Job] = Channel(max_in_flight)
+        self.out: Channel[Job] = Channel(max_in_flight)
+        self.persist: Channel[dict[str, Any]] = Channel(4096)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.in_flight = 0
+        self.persist_failures = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        stages = [self._route_stage() for _ in range(self._routers)]
+        stages += [self._dispatch_stage(), self._aggregate_stage(), self._persist_stage()]
+        self._tasks = [loop.create_task(s) for s in stages]
+
+    async def aclose(self) -> None:
+        for channel in (self.inbox, self.work, self.out, self.persist):
+            channel.close()
+        await self.pool.aclose(cancel=True)
+        for task in [*self._tasks, *self._jobs]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
+
+    # -- the input edge ----------------------------------------------------------------------
+
+    async def ask(self, request: Ask, emit: Callable[[Event], None]) -> None:
+        """Answer one question through the stages; raises the job's `AgentError` on failure."""
+        if self.in_flight >= self._max_in_flight:
+            raise AgentError(ErrorCode.OVERLOADED, "too many questions in flight; retry shortly")
+        ctx = Context(request.id, timeout=self._timeout, clock=self._clock)
+        loop = asyncio.get_running_loop()
+        job = Job(request, ctx, emit, loop.create_future(), self._clock.monotonic())
+        self.in_flight += 1
+        try:
+            if not self.inbox.try_send(job):
+                raise AgentError(ErrorCode.OVERLOADED, "the pipeline is full; retry shortly")
+            await ctx.run(job.finished)
+        finally:
+            self.in_flight -= 1
+            ctx.cancel("the question is finished")
+            if not job.finished.done():
+                job.finished.cancel()
+
+    # -- stages ------------------------------------------------------------------------------
+
+    async def _step(self, job: Job, stage: str, aw: Awaitable[Any]) -> bool:
+        """Run one stage's work for a job; False (and the job failed) if it did not succeed."""
+        start = self._clock.monotonic()
+        try:
+            await job.ctx.run(aw)
+        except AgentError as exc:
+            job.fail(exc)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("stage %s failed for %s", stage, job.request.id)
+            job.fail(AgentError(ErrorCode.INTERNAL, f"internal error in {stage}: {exc}"))
+            return False
+        ms = (self._clock.monotonic() - start) * 1000
+        job.timings[stage] = round(ms, 3)
+        self._observe(stage, ms, job.request.id)
+        return True
+
+    async def _forward(self, channel: Channel[Job], job: Job) -> None:
+        try:
+            await job.ctx.run(channel.send(job))
+        except AgentError as exc:
+            job.fail(exc)
+
+    async def _route_stage(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            async for job in self.inbox:
+                if job.finished.done():
+                    continue
+                if await self._step(job, "route", self._router.route(job)):
+                    await self._forward(self.work, job)
+
+    async def _dispatch_stage(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ChannelClosed):
+            async for job in self.work:
+                if job.finished.done():
+                    continue
+                task = loop.create_task(self._work(job))
+                self._jobs.add(task)
+                task.add_done_callback(self._jobs.discard)
+
+    async def _work(self, job: Job) -> None:
+        assert job.route is not None, "the router always sets a route"
+        worker = self._workers[job.route]
+
+        async def run() -> None:
+            job.reply = await self.pool.submit(job.ctx, worker, job)
+
+        if await self._step(job, "work", run()):
+            await self._forward(self.out, job)
+
+    async def _aggregate_stage(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            async for job in self.out:
+                if job.finished.done() or job.reply is None:
+                    continue
+                record = self._stream(job, job.reply)
+                job.finish()
+                if self._store is not None:
+                    await self.persist.send(record)
+
+    def _stream(self, job: Job, reply: Reply) -> dict[str, Any]:
+        rid = job.request.id
+        for piece in split_stream(reply.text):
+            job.emit(Delta(rid, piece))
+        for ref in reply.citations:
+            job.emit(Citation(rid, ref.source, ref.title, ref.anchor, round(ref.score, 4),
+                              ref.snippet))
+        total = (self._clock.monotonic() - job.started) * 1000
+        timings = {**job.timings, "total": round(total, 3)}
+        self._observe("total", total, rid)
+        citations = [ref.to_dict() for ref in reply.citations]
+        job.emit(Answer(rid, reply.text, citations, reply.confident, reply.route.value, timings))
+        return {"id": rid, "question": job.request.text, "answer": reply.text,
+                "route": reply.route.value, "citations": citations, "timings_ms": timings,
+                "at": self._clock.wall()}
+
+    async def _persist_stage(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            async for record in self.persist:
+                key = f"history/{record['at']:017.6f}/{record['id']}"
+                try:
+                    assert self._store is not None
+                    await self._store.put(key, json.dumps(record).encode())
+                except AgentError as exc:
+                    self.persist_failures += 1
+                    log.warning("history not saved for %s: %s", record["id"], exc.message)

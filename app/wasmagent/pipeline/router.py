@@ -1,0 +1,87 @@
+"""The router stage: decide whether a question goes to retrieval, a tool, or a canned reply.
+
+Rules run first because they are exact and free: a recognised tool request ("what is 17*23",
+"what day is it") goes to the tool; a bare greeting or thanks gets a canned reply. Otherwise the
+question is embedded once (the retrieval worker reuses that vector) and the intent head decides
+between retrieval and a canned reply (smalltalk, out of scope, a tool request no rule parsed).
+Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
+"I don't know" from the knowledge base is better than a canned brush-off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..inference.embedder import Embedder
+from ..inference.intent import IntentClassifier
+from .jobs import Job, Route
+
+ToolParser = Callable[[str], "tuple[str, dict[str, Any]] | None"]
+
+GREETING = re.compile(
+    r"^\s*(hi|hello|hey|hallo|good (morning|afternoon|evening)|howdy|yo)\b[\s!.,]*(there)?[\s!.]*$",
+    re.IGNORECASE)
+THANKS = re.compile(r"^\s*(thanks|thank you|thx|cheers|great|perfect|ok(ay)?)\b[\s\w!.,]{0,20}$",
+                    re.IGNORECASE)
+BYE = re.compile(r"^\s*(bye|goodbye|see you|good night)\b[\s!.]*$", re.IGNORECASE)
+
+CANNED = {
+    "greeting": "Hello! Ask me anything about the documents in this knowledge base, or give me "
+                "a calculation or a date question.",
+    "thanks": "You're welcome. Ask me anything else about the documents.",
+    "bye": "Goodbye! Your knowledge bases stay saved in this browser.",
+    "smalltalk": "I'm wasmagent, an assistant that runs entirely in your browser and answers "
+                 "from the documents in its knowledge base, with citations.",
+    "out_of_scope": "That is outside what I can do here: I answer questions from the documents "
+                    "in this knowledge base (with citations), do arithmetic and answer date and "
+                    "time questions.",
+    "tool": "I can calculate (for example \"what is 17 * 23\" or \"sqrt(2)\") and answer date "
+            "questions (\"what day is it\", \"how many days until 2026-12-25\").",
+}
+
+# The intent head must be this sure before it overrides retrieval.
+INTENT_THRESHOLD = {"smalltalk": 0.7, "out_of_scope": 0.75, "tool": 0.8}
+
+
+def rule_route(text: str) -> str | None:
+    """The canned reply key a rule assigns to `text`, or None."""
+    if GREETING.match(text):
+        return "greeting"
+    if BYE.match(text):
+        return "bye"
+    if THANKS.match(text) and len(text) < 40:
+        return "thanks"
+    return None
+
+
+class Router:
+    """Fills in a job's route (and its query embedding, which retrieval reuses)."""
+
+    def __init__(self, *, parse_tool: ToolParser, embedder: Embedder | None = None,
+                 intent: IntentClassifier | None = None) -> None:
+        self._parse_tool = parse_tool
+        self._embedder = embedder
+        self._intent = intent
+
+    async def route(self, job: Job) -> None:
+        text = job.request.text
+        call = self._parse_tool(text)
+        if call is not None:
+            job.route, job.tool_call = Route.TOOL, call
+            return
+        rule = rule_route(text)
+        if rule is not None:
+            job.route, job.canned = Route.CANNED, CANNED[rule]
+            return
+        if self._embedder is not None:
+            job.embedding = await self._embedder.embed_one(text, ctx=job.ctx)
+        job.route = Route.RETRIEVE
+        if self._intent is None or job.embedding is None:
+            return
+        result = await self._intent.classify(job.embedding)
+        job.intent = result.label
+        threshold = INTENT_THRESHOLD.get(result.label)
+        if threshold is not None and result.confidence >= threshold:
+            job.route, job.canned = Route.CANNED, CANNED[result.label]
