@@ -1,0 +1,222 @@
+"""The ask pipeline: routing, streaming, error isolation, cancellation and async persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from wasmagent.agent import Agent
+from wasmagent.errors import AgentError, ErrorCode
+from wasmagent.pipeline import Job, Pipeline, Reply, Route, Router, SourceRef
+from wasmagent.pipeline.pipeline import split_stream
+from wasmagent.pipeline.router import rule_route
+from wasmagent.ports import Host, LoopClock
+from wasmagent.protocol import Ask
+
+
+class MemoryStore:
+    """An in-memory Store; `fail` makes every write raise like a full quota."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.data: dict[str, bytes] = {}
+        self.fail = fail
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        if self.fail:
+            raise AgentError(ErrorCode.STORAGE, "quota exceeded")
+        self.data[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.data if k.startswith(prefix))
+
+
+def _parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:
+    return ("calculator", {"expression": text[5:]}) if text.startswith("calc ") else None
+
+
+async def _retrieve(job: Job) -> Reply:
+    if "explode" in job.request.text:
+        raise ValueError("bug in a worker")
+    if "refuse" in job.request.text:
+        raise AgentError(ErrorCode.NOT_FOUND, "no such knowledge base")
+    if "slow" in job.request.text:
+        await asyncio.sleep(30)
+    ref = SourceRef("docs/a.md", "A", "intro", 0.9, "The answer is here.")
+    return Reply("The answer is here. It is grounded in the docs.", Route.RETRIEVE, (ref,))
+
+
+async def _tool(job: Job) -> Reply:
+    assert job.tool_call is not None
+    return Reply(f"= {job.tool_call[1]['expression']}", Route.TOOL)
+
+
+async def _canned(job: Job) -> Reply:
+    assert job.canned is not None
+    return Reply(job.canned, Route.CANNED)
+
+
+def _setup(
+    store: MemoryStore | None = None, **kw: Any
+) -> tuple[Agent, Pipeline, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    agent = Agent(Host(name="test", clock=LoopClock()), lambda raw: events.append(json.loads(raw)))
+    workers = {Route.RETRIEVE: _retrieve, Route.TOOL: _tool, Route.CANNED: _canned}
+    pipeline = Pipeline(Router(parse_tool=_parse_tool), workers, store=store, **kw)
+    pipeline.start()
+    agent.route(Ask, pipeline.ask)
+    return agent, pipeline, events
+
+
+def _ask(agent: Agent, rid: str, text: str) -> None:
+    agent.submit(json.dumps({"v": 1, "type": "ask", "id": rid, "text": text}))
+
+
+def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["id"] == rid]
+
+
+async def test_a_question_streams_deltas_citations_then_the_answer() -> None:
+    store = MemoryStore()
+    agent, pipeline, events = _setup(store)
+    _ask(agent, "q1", "where is the answer?")
+    await agent.drain()
+    mine = _of(events, "q1")
+    kinds = [e["type"] for e in mine]
+    assert kinds[-2:] == ["answer", "done"]
+    assert "citation" in kinds
+    deltas = "".join(e["text"] for e in mine if e["type"] == "delta")
+    answer = next(e for e in mine if e["type"] == "answer")
+    assert deltas == answer["text"]
+    assert answer["route"] == "retrieve"
+    assert answer["citations"][0]["source"] == "docs/a.md"
+    assert set(answer["timings_ms"]) >= {"route", "work", "total"}
+    for _ in range(100):
+        if store.data:
+            break
+        await asyncio.sleep(0.001)
+    (saved,) = store.data.values()
+    assert json.loads(saved)["question"] == "where is the answer?"
+    await pipeline.aclose()
+
+
+async def test_the_router_picks_tool_canned_or_retrieval() -> None:
+    agent, pipeline, events = _setup()
+    _ask(agent, "t", "calc 2+2")
+    _ask(agent, "g", "hello!")
+    _ask(agent, "r", "how do I open a file?")
+    await agent.drain()
+    routes = {rid: _of(events, rid)[-2]["route"] for rid in ("t", "g", "r")}
+    assert routes == {"t": "tool", "g": "canned", "r": "retrieve"}
+    await pipeline.aclose()
+
+
+def test_rules_only_catch_bare_greetings() -> None:
+    for text in ["hi", "Hello!", "hey there", "thanks", "thank you so much!", "bye"]:
+        assert rule_route(text) is not None, text
+    for text in ["hi, how do I sort a list?", "hello world program in python",
+                 "thanks to whom was python created", "what is bye in french"]:
+        assert rule_route(text) is None, text
+
+
+async def test_failures_stay_with_their_own_question() -> None:
+    agent, pipeline, events = _setup()
+    _ask(agent, "bad", "explode please")
+    _ask(agent, "missing", "refuse this")
+    _ask(agent, "good", "a normal question")
+    await agent.drain()
+    assert _of(events, "bad")[-1]["code"] == "internal"
+    assert _of(events, "missing")[-1]["code"] == "not_found"
+    assert _of(events, "good")[-1]["type"] == "done"
+    await pipeline.aclose()
+
+
+async def test_cancel_frees_the_work_and_leaks_no_task() -> None:
+    agent, pipeline, events = _setup()
+    before = len(asyncio.all_tasks())
+    _ask(agent, "slow", "slow question")
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+        if pipeline.pool.in_flight:
+            break
+    assert pipeline.pool.in_flight == 1
+    agent.submit('{"v": 1, "type": "cancel", "id": "c", "target": "slow"}')
+    await agent.drain()
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert _of(events, "slow")[-1]["code"] == "cancelled"
+    assert pipeline.pool.in_flight == 0
+    assert pipeline.in_flight == 0
+    assert len(asyncio.all_tasks()) <= before
+    await pipeline.aclose()
+
+
+async def test_deadline_ends_a_stuck_question() -> None:
+    agent, pipeline, events = _setup(timeout_s=0.05)
+    _ask(agent, "slow", "slow question")
+    await agent.drain()
+    assert _of(events, "slow")[-1]["code"] == "deadline_exceeded"
+    assert pipeline.pool.in_flight == 0
+    await pipeline.aclose()
+
+
+async def test_a_thousand_concurrent_questions_half_cancelled() -> None:
+    agent, pipeline, events = _setup(pool_size=8)
+    baseline = len(asyncio.all_tasks())
+    for i in range(1000):
+        _ask(agent, f"q{i}", "slow one" if i % 2 else "fast one")
+    await asyncio.sleep(0.01)
+    for i in range(1, 1000, 2):
+        agent.submit(json.dumps({"v": 1, "type": "cancel", "id": f"c{i}", "target": f"q{i}"}))
+    await agent.drain()
+    for _ in range(100):
+        if pipeline.pool.in_flight == 0 and pipeline.pool.queued == 0:
+            break
+        await asyncio.sleep(0.001)
+    terminal = {rid: _of(events, rid)[-1] for rid in (f"q{i}" for i in range(1000))}
+    assert sum(e["type"] == "done" for e in terminal.values()) == 500
+    assert sum(e.get("code") == "cancelled" for e in terminal.values()) == 500
+    assert pipeline.in_flight == 0
+    assert len(asyncio.all_tasks()) <= baseline
+    await pipeline.aclose()
+
+
+async def test_overload_is_refused_with_a_clear_code() -> None:
+    agent, pipeline, events = _setup(max_in_flight=2)
+    for i in range(4):
+        _ask(agent, f"q{i}", "slow one")
+    await asyncio.sleep(0.01)
+    codes = [_of(events, f"q{i}")[-1].get("code") for i in (2, 3)]
+    assert codes == ["overloaded", "overloaded"]
+    for i in range(2):
+        agent.submit(json.dumps({"v": 1, "type": "cancel", "id": f"c{i}", "target": f"q{i}"}))
+    await agent.drain()
+    await pipeline.aclose()
+
+
+async def test_a_failing_store_never_breaks_an_answer() -> None:
+    store = MemoryStore(fail=True)
+    agent, pipeline, events = _setup(store)
+    _ask(agent, "q", "a question")
+    await agent.drain()
+    assert _of(events, "q")[-1]["type"] == "done"
+    for _ in range(100):
+        if pipeline.persist_failures:
+            break
+        await asyncio.sleep(0.001)
+    assert pipeline.persist_failures == 1
+    await pipeline.aclose()
+
+
+def test_stream_pieces_rejoin_to_the_text() -> None:
+    text = "A fairly long answer sentence, with several words, that will be split. " * 5
+    pieces = split_stream(text)
+    assert len(pieces) > 5
+    assert "".join(pieces) == text
+    assert split_stream("") == []
