@@ -1,0 +1,115 @@
+"""`./build.sh bench [--quick]`: run every benchmark, write bench-results.json and BENCHMARKS.md.
+
+Each section is a module in tests/bench with `run(ctx) -> dict`; sections that fail are
+recorded as failed (with the error) instead of aborting the others. Numbers are medians over
+repeated runs with min/max, measured in this run on this machine: nothing is copied in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(ROOT / "app")]
+
+import report  # noqa: E402
+from playwright.sync_api import Browser, sync_playwright  # noqa: E402
+
+CHROME_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@dataclass
+class BenchContext:
+    browser: Browser
+    quick: bool
+
+    def repeats(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def machine() -> dict[str, Any]:
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return "unavailable"
+
+    pkg = json.loads((ROOT / "package.json").read_text())
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "node": version(["node", "--version"]),
+        "chromium": version(["/usr/bin/chromium", "--version"]),
+        "packages": {**pkg["dependencies"], **pkg.get("devDependencies", {})},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def sections() -> dict[str, Callable[[BenchContext], dict[str, Any]]]:
+    import boot
+
+    found: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
+        "boot": lambda ctx: boot.run(ctx.browser, ctx.repeats(5, 2)),
+    }
+    for name in ("embed", "peers", "e2e"):
+        path = HERE / f"{name}.py"
+        if path.exists():
+            module = __import__(name)
+            found[name] = module.run
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (under 5 minutes)")
+    parser.add_argument("--only", nargs="*", help="run only these sections")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
+    started = time.perf_counter()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROME_ARGS)
+        ctx = BenchContext(browser, args.quick)
+        for name, fn in sections().items():
+            if args.only and name not in args.only:
+                continue
+            print(f"bench: {name} ...", flush=True)
+            t0 = time.perf_counter()
+            try:
+                results["sections"][name] = fn(ctx)
+            except Exception as exc:
+                traceback.print_exc()
+                results["sections"][name] = {"failed": f"{type(exc).__name__}: {exc}"}
+            print(f"bench: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        browser.close()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps(results, indent=1))
+    (ROOT / "BENCHMARKS.md").write_text(report.render(results))
+    print(f"bench: wrote {args.out.name} and BENCHMARKS.md in {results['seconds']} s")
+    failed = [n for n, s in results["sections"].items() if "failed" in s]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
