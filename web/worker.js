@@ -95,6 +95,7 @@ async function boot() {
     (err) => err?.message || String(err),
   );
   const vocab = fetchText("models/all-minilm-l6-v2/vocab.txt");
+  const labels = fetchText("models/intent/labels.json").catch(() => null);
   const pyodide = await loadPyodide({ indexURL: new URL("pyodide/", base).href });
   progress("packages", { message: "Loading the wasmagent package" });
   await pyodide.loadPackage("wasmagent", { messageCallback: () => {}, errorCallback: console.warn });
@@ -115,7 +116,7 @@ async function boot() {
     bootMs: () => performance.now() - t0,
   };
   const browser = pyodide.pyimport("wasmagent.hosts.browser");
-  agent = await browser.boot(api, await vocab);
+  agent = await browser.boot(api, await vocab, await labels);
   const { total } = await manifest;
   progress("ready", { loaded: total, total, message: `Ready in ${Math.round(performance.now() - t0)} ms` });
   for (const raw of pending.splice(0)) agent.submit(raw);

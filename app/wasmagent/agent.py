@@ -44,8 +44,10 @@ log = logging.getLogger("wasmagent")
 class Agent:
     """Validates requests, runs each as a task, and turns every outcome into events."""
 
-    def __init__(self, host: Host, sink: Sink) -> None:
+    def __init__(self, host: Host, sink: Sink,
+                 status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.host = host
+        self._status_extra = status_extra
         self._sink = sink
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._handlers: dict[type[Any], Handler] = {Status: self._status, Cancel: self._cancel}
@@ -131,6 +133,7 @@ class Agent:
             "inference": host.inference is not None,
             "store": host.store is not None,
             **(host.info or {}),
+            **(self._status_extra() if self._status_extra else {}),
         }
 
 

@@ -1,8 +1,9 @@
-"""The command line (native host): `python -m wasmagent serve|...`."""
+"""The command line (native host): `python -m wasmagent serve|embed|ingest|ask`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.embed(args.texts))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.ingest(args.paths, args.kb, args.name))
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.ask(args.question, args.kb, kb=args.name,
+                                        as_json=args.json, top_k=args.top_k))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmagent", description="wasmagent command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="omit COOP/COEP (the page is then not crossOriginIsolated)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
+
+    embed = commands.add_parser("embed", help="print MiniLM sentence embeddings as JSON")
+    embed.add_argument("texts", nargs="+")
+    embed.set_defaults(func=_embed)
+
+    ingest = commands.add_parser("ingest", help="add documents (files or folders) to a KB file")
+    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    ingest.add_argument("--name", default="default", help="the knowledge base inside the file")
+    ingest.set_defaults(func=_ingest)
+
+    ask = commands.add_parser("ask", help="answer a question from a KB file, with citations")
+    ask.add_argument("question")
+    ask.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    ask.add_argument("--name", default=None, help="the knowledge base inside the file")
+    ask.add_argument("--top-k", type=int, default=5)
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ask.set_defaults(func=_ask)
     return parser
 
 

@@ -146,4 +146,5 @@ class Host:
     inference: Inference | None = None
     vectors: VectorSearch | None = None
     vocab: str | None = None
+    intent_labels: tuple[str, ...] | None = None
     info: dict[str, object] | None = None

@@ -12,6 +12,7 @@ with `to_py()` (a memoryview copy), never element by element.
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from pyodide.ffi import JsException, JsProxy, to_js
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode
 from ..ports import Host, LoopClock, Tensor
+from ..service import build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
 
@@ -103,7 +105,7 @@ class JsVectors:
         self._js.drop(space)
 
 
-async def boot(api: Any, vocab: str | None = None) -> Agent:
+async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
     store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
     info: dict[str, object] = {
@@ -115,6 +117,8 @@ async def boot(api: Any, vocab: str | None = None) -> Agent:
     if model_error:
         info["model_error"] = str(model_error)
     inference = None if model_error else OrtWebInference(api)
-    host = Host(name="browser", clock=LoopClock(), store=store,
-                inference=inference, vectors=JsVectors(api.vectors), vocab=vocab, info=info)
-    return Agent(host, lambda event: api.post(event))
+    host = Host(name="browser", clock=LoopClock(), store=store, inference=inference,
+                vectors=JsVectors(api.vectors), vocab=vocab,
+                intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
+    service = build_agent(host, lambda event: api.post(event))
+    return service.agent

@@ -9,6 +9,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from array import array
 from collections.abc import Callable, Mapping
@@ -161,6 +162,8 @@ def native_host(store_path: str | Path = ":memory:", *, models_dir: Path = MODEL
                 threads: int = 0) -> Host:
     """A host with every native port; the vocabulary is read from the models directory."""
     vocab_path = models_dir / "all-minilm-l6-v2/vocab.txt"
+    labels_path = models_dir / "intent/labels.json"
+    labels = tuple(json.loads(labels_path.read_text())) if labels_path.exists() else None
     return Host(
         name="native",
         clock=LoopClock(),
@@ -168,5 +171,6 @@ def native_host(store_path: str | Path = ":memory:", *, models_dir: Path = MODEL
         inference=OnnxInference(models_dir, threads),
         vectors=NumpyVectors(),
         vocab=vocab_path.read_text(encoding="utf-8"),
+        intent_labels=labels,
         info={"threads": threads or "auto"},
     )

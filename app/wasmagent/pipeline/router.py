@@ -10,13 +10,19 @@ Retrieval is the default whenever the intent head is unsure or unavailable, beca
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..inference.embedder import Embedder
-from ..inference.intent import IntentClassifier
+from ..errors import AgentError
 from .jobs import Job, Route
+
+if TYPE_CHECKING:
+    from ..inference.embedder import Embedder
+    from ..inference.intent import IntentClassifier
+
+log = logging.getLogger("wasmagent.router")
 
 ToolParser = Callable[[str], "tuple[str, dict[str, Any]] | None"]
 
@@ -80,7 +86,13 @@ class Router:
         job.route = Route.RETRIEVE
         if self._intent is None or job.embedding is None:
             return
-        result = await self._intent.classify(job.embedding)
+        try:
+            result = await self._intent.classify(job.embedding)
+        except AgentError as exc:
+            # The intent head is an optimisation of routing, not a requirement: without it
+            # every question goes to retrieval, which still answers honestly.
+            log.warning("intent head unavailable, routing to retrieval: %s", exc.message)
+            return
         job.intent = result.label
         threshold = INTENT_THRESHOLD.get(result.label)
         if threshold is not None and result.confidence >= threshold:

@@ -1,0 +1,57 @@
+"""The worker stage's jobs: answer from a knowledge base, run a tool, or give a canned reply."""
+
+from __future__ import annotations
+
+from ..answer.extractive import compose_answer
+from ..errors import AgentError, ErrorCode
+from ..knowledge.library import Library
+from ..tools import ToolRegistry
+from .jobs import Job, Reply, Route, SourceRef
+
+NO_KNOWLEDGE = ("There are no documents in this knowledge base yet. Add some with "
+                "\"Add documents\", then ask again.")
+
+
+class RetrievalWorker:
+    """Hybrid search over the asked knowledge base, then an extractive, cited answer."""
+
+    def __init__(self, library: Library, default_kb: str) -> None:
+        self._library = library
+        self._default = default_kb
+
+    async def __call__(self, job: Job) -> Reply:
+        name = job.request.kb or self._default
+        try:
+            kb = await self._library.get(name)
+        except AgentError as exc:
+            if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
+                return Reply(NO_KNOWLEDGE, Route.RETRIEVE, confident=False)
+            raise
+        hits = await kb.search(job.request.text, job.embedding, job.request.top_k)
+        answer = compose_answer(job.request.text, hits)
+        refs = tuple(SourceRef(c.source, c.title, c.anchor, c.score, c.snippet)
+                     for c in answer.citations)
+        return Reply(answer.text, Route.RETRIEVE, refs, answer.confident,
+                     {"kb": name, "hits": len(hits)})
+
+
+class ToolWorker:
+    """Runs the tool call the router recognised."""
+
+    def __init__(self, tools: ToolRegistry) -> None:
+        self._tools = tools
+
+    async def __call__(self, job: Job) -> Reply:
+        assert job.tool_call is not None, "the router sets tool_call for the tool route"
+        name, args = job.tool_call
+        result = await self._tools.call(name, args)
+        return Reply(result.text, Route.TOOL, detail={"tool": name, "arguments": args})
+
+
+class CannedWorker:
+    """Replies the router already chose (greetings, out-of-scope notices)."""
+
+    async def __call__(self, job: Job) -> Reply:
+        assert job.canned is not None, "the router sets canned for the canned route"
+        return Reply(job.canned, Route.CANNED, confident=True,
+                     detail={"intent": job.intent or "rule"})

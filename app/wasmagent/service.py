@@ -1,0 +1,129 @@
+"""Assemble the agent from a host's ports: the one place both hosts build the same core.
+
+`build_agent(host, sink)` wires tokenizer, embedder (micro-batched), intent head, knowledge
+library, tools, router, pipeline and telemetry, and registers a handler for every request kind.
+A host without a model (`host.inference is None`) still gets a working agent: lexical search,
+tools and canned replies, with `status` saying the model is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .agent import Agent, Sink
+from .errors import AgentError, ErrorCode
+from .inference.embedder import EMBEDDING_DIM, Embedder
+from .inference.intent import IntentClassifier
+from .knowledge.library import Library
+from .pipeline import Pipeline, Route, Router
+from .pipeline.pipeline import Worker
+from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
+from .ports import Host
+from .protocol import Ask, Embed, Event, Ingest, KbDelete, KbList, Progress, Result
+from .runtime.context import Context
+from .telemetry import Telemetry
+from .text.tokenizer import WordPieceTokenizer
+from .tools import default_tools, parse_tool_request
+
+DEFAULT_KB = "default"
+INTENT_LABELS = ("question", "tool", "smalltalk", "out_of_scope")
+
+
+class Service:
+    """The assembled agent and the parts a host or test may want to reach."""
+
+    def __init__(self, host: Host, sink: Sink, *, intent_labels: tuple[str, ...] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
+        self.host = host
+        self.telemetry = telemetry or Telemetry(clock=host.clock)
+        self.tokenizer = WordPieceTokenizer.from_vocab_text(host.vocab) if host.vocab else None
+        self.embedder: Embedder | None = None
+        intent = None
+        if host.inference is not None and self.tokenizer is not None:
+            self.embedder = Embedder(host.inference, self.tokenizer, clock=host.clock)
+            intent = IntentClassifier(host.inference, intent_labels or INTENT_LABELS)
+        self.library = Library(host.store, host.vectors, self.embedder)
+        self.tools = default_tools(clock=host.clock)
+        router = Router(parse_tool=parse_tool_request, embedder=self.embedder, intent=intent)
+        workers: dict[Route, Worker] = {
+            Route.RETRIEVE: RetrievalWorker(self.library, DEFAULT_KB),
+            Route.TOOL: ToolWorker(self.tools),
+            Route.CANNED: CannedWorker(),
+        }
+        self.pipeline = Pipeline(router, workers, store=host.store, clock=host.clock,
+                                 observe=self._observe)
+        self.agent = Agent(host, sink, status_extra=self.status_extra)
+        self.agent.route(Ask, self.pipeline.ask)
+        self.agent.route(Ingest, self._ingest)
+        self.agent.route(Embed, self._embed)
+        self.agent.route(KbList, self._kb_list)
+        self.agent.route(KbDelete, self._kb_delete)
+
+    def start(self) -> Agent:
+        self.pipeline.start()
+        return self.agent
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
+
+    def _observe(self, stage: str, ms: float, request_id: str) -> None:
+        self.telemetry.observe(stage, ms, request_id=request_id)
+
+    def status_extra(self) -> dict[str, Any]:
+        batcher = self.embedder.batcher if self.embedder else None
+        return {
+            "model": self.embedder is not None,
+            "pipeline": {"in_flight": self.pipeline.in_flight,
+                         "pool_in_flight": self.pipeline.pool.in_flight,
+                         "pool_queued": self.pipeline.pool.queued,
+                         "persist_failures": self.pipeline.persist_failures},
+            "batcher": None if batcher is None else {
+                "batches": batcher.batches_run, "items": batcher.items_run,
+                "mean_batch_size": round(batcher.mean_batch_size, 2),
+                "pending": batcher.pending},
+            "metrics": self.telemetry.snapshot(),
+            "log": self.telemetry.recent(),
+        }
+
+    async def _ingest(self, request: Ingest, emit: Callable[[Event], None]) -> None:
+        ctx = Context(request.id, clock=self.host.clock)
+
+        def progress(done: int, total: int, message: str) -> None:
+            emit(Progress(request.id, "ingest", done, total, message))
+
+        with self.telemetry.timer("ingest", request_id=request.id):
+            report = await ctx.run(self.library.ingest(request.kb, request.documents, ctx=ctx,
+                                                       progress=progress))
+        emit(Result(request.id, report.to_dict()))
+
+    async def _embed(self, request: Embed, emit: Callable[[Event], None]) -> None:
+        if self.embedder is None:
+            raise AgentError(ErrorCode.NOT_READY, "the embedding model is not loaded")
+        ctx = Context(request.id, clock=self.host.clock)
+        vectors = await self.embedder.embed(request.texts, ctx=ctx)
+        emit(Result(request.id, {"dim": EMBEDDING_DIM,
+                                 "vectors": [[round(x, 6) for x in v] for v in vectors]}))
+
+    async def _kb_list(self, request: KbList, emit: Callable[[Event], None]) -> None:
+        names = await self.library.names()
+        details = []
+        for name in names:
+            kb = await self.library.get(name)
+            details.append({"name": name, "chunks": len(kb), "sources": len(kb.sources)})
+        emit(Result(request.id, {"kbs": details, "default": DEFAULT_KB}))
+
+    async def _kb_delete(self, request: KbDelete, emit: Callable[[Event], None]) -> None:
+        if not await self.library.delete(request.kb):
+            message = f"there is no knowledge base named {request.kb!r}"
+            raise AgentError(ErrorCode.NOT_FOUND, message)
+        emit(Result(request.id, {"deleted": request.kb}))
+
+
+def build_agent(host: Host, sink: Sink) -> Service:
+    """The full agent on `host`'s ports, with its pipeline started (needs a running loop)."""
+    service = Service(host, sink, intent_labels=host.intent_labels)
+    service.start()
+    return service

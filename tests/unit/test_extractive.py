@@ -1,0 +1,59 @@
+"""Extractive answers: quote what answers, cite it, and say "I don't know" otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wasmagent.answer.extractive import I_DONT_KNOW, compose_answer
+from wasmagent.retrieval.chunking import Chunk
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    lexical: float
+    dense: float
+
+
+def _chunk(n: int, heading: str, text: str) -> Chunk:
+    return Chunk(f"c{n}", f"docs/p{n}.html", "Docs", heading, f"a{n}", text)
+
+
+OPEN = _chunk(1, "open()", "Open file and return a corresponding file object. If the file "
+              "cannot be opened, an OSError is raised. The mode argument defaults to 'r'.")
+SORT = _chunk(2, "Sorting", "Python lists have a built-in list.sort() method that modifies the "
+              "list in-place. There is also a sorted() built-in function that builds a new "
+              "sorted list from an iterable.")
+
+
+def test_the_answer_quotes_the_sentence_that_answers_and_cites_it() -> None:
+    answer = compose_answer("how do I open a file",
+                            [Hit(OPEN, 0.03, 7.0, 0.62), Hit(SORT, 0.02, 0.5, 0.12)])
+    assert answer.confident
+    assert answer.text.startswith("Open file and return a corresponding file object.")
+    assert answer.text in OPEN.text
+    assert answer.citations[0].source == "docs/p1.html"
+    assert answer.citations[0].anchor == "a1"
+    assert answer.citations[0].title == "open()"
+    assert len(answer.citations) == 1, "a weak second hit is not cited"
+
+
+def test_the_best_sentence_can_come_from_later_in_a_chunk() -> None:
+    answer = compose_answer("build a new sorted list with sorted()",
+                            [Hit(SORT, 0.03, 6.0, 0.55)])
+    assert "sorted() built-in function" in answer.text
+
+
+def test_weak_evidence_gives_an_honest_i_dont_know() -> None:
+    answer = compose_answer("what is the capital of France", [Hit(OPEN, 0.01, 0.2, 0.08)])
+    assert not answer.confident
+    assert answer.text == I_DONT_KNOW
+    assert answer.citations == []
+    assert compose_answer("anything", []).text == I_DONT_KNOW
+
+
+def test_without_a_model_confidence_comes_from_query_coverage() -> None:
+    hits = [Hit(OPEN, 0.03, 7.0, 0.0)]
+    assert compose_answer("open a file object", hits).confident
+    assert not compose_answer("quantum chromodynamics lattice", hits).confident
