@@ -9,7 +9,6 @@ answering page). The baseline is plain dense retrieval as commonly done: the sam
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -57,7 +56,8 @@ async def build_native_kb(db: Path) -> dict[str, Any]:
     from wasmagent.text.tokenizer import WordPieceTokenizer
 
     host = native_host(db)
-    assert host.inference is not None and host.vocab is not None
+    assert host.inference is not None
+    assert host.vocab is not None
     embedder = Embedder(host.inference, WordPieceTokenizer.from_vocab_text(host.vocab))
     library = Library(host.store, host.vectors, embedder)
     started = time.perf_counter()

@@ -100,11 +100,14 @@ def _candidates(question: str, hits: Sequence[HitLike]) -> list[_Candidate]:
             for p, s in enumerate(split_sentences(h.chunk.text))]
     analyzed = [set(analyze(s)) for _, _, s in pool]
     weights = _weights(terms, analyzed)
+    # A heading that matches the question vouches for every sentence under it.
+    context = [0.5 * sum(weights[t] for t in terms & set(analyze(h.chunk.heading)))
+               for h in hits[:3]]
     out = []
     for (i, p, sentence), sterms in zip(pool, analyzed, strict=True):
         overlap = sum(weights[t] for t in terms & sterms)
         length = len(sentence.split())
-        score = overlap / (1 + 0.05 * max(0, length - 25))
+        score = (overlap + context[i]) / (1 + 0.05 * max(0, length - 25))
         score += 0.4 * (3 - i) / 3 + (0.15 if p == 0 else 0.0)
         if length < 4:
             score -= 0.5

@@ -7,7 +7,7 @@ and facts for `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
 Tensors cross into JS as typed arrays made from the `array` buffers in one copy
 (`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array) and come back
-with `to_py()` (a memoryview copy), never element by element.
+with `to_bytes()` (one copy), never element by element.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class OrtWebInference:
         except JsException as exc:
             message = f"onnxruntime-web failed on {model}: {exc}"
             raise AgentError(ErrorCode.INFERENCE, message) from None
-        return {name: _tensor(out[name]) for name in Object.keys(out)}
+        return {str(name): _tensor(getattr(out, name)) for name in Object.keys(out)}
 
 
 def _tensor(js: JsProxy) -> Tensor:
@@ -57,7 +57,7 @@ def _tensor(js: JsProxy) -> Tensor:
     if dtype not in _TYPECODES:
         raise AgentError(ErrorCode.INFERENCE, f"unsupported output type {dtype}")
     data = array(_TYPECODES[dtype])
-    data.frombytes(js.data.to_py())
+    data.frombytes(js.data.to_bytes())
     return Tensor(dtype, tuple(int(d) for d in js.dims), data)  # type: ignore[arg-type]
 
 

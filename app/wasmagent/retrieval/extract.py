@@ -266,6 +266,18 @@ class _Sections:
         self._lines = []
 
 
+def _md_table_row(line: str) -> str | None:
+    """A table row as a sentence ("key: value, value."); None for the |---| separator."""
+    cells = [_md_inline(c.strip()) for c in line.strip().strip("|").split("|")]
+    if all(re.fullmatch(r":?-{2,}:?", c) or not c for c in cells):
+        return None
+    cells = [c for c in cells if c]
+    if not cells:
+        return None
+    row = cells[0] + (": " + ", ".join(cells[1:]) if len(cells) > 1 else "")
+    return row if row.endswith((".", "!", "?")) else row + "."
+
+
 def _markdown(text: str, source: str) -> Document:
     out = _Sections(github_slug)
     lines = text.splitlines()
@@ -289,6 +301,10 @@ def _markdown(text: str, source: str) -> Document:
               and not re.match(r"^[-*+]\s", stripped)):
             out.heading(_md_inline(stripped), 1 if lines[i + 1].strip()[0] == "=" else 2)
             i += 1
+        elif stripped.startswith("|") and stripped.endswith("|"):
+            row = _md_table_row(stripped)
+            if row is not None:
+                out.line(row + "\n")
         elif not re.match(r"^\[[^\]]+\]:\s", stripped):
             out.line(_md_inline(re.sub(r"^\s{0,3}(>\s?|[-*+]\s+|\d+[.)]\s+)", "", line)))
         i += 1
