@@ -26,7 +26,8 @@ export async function openStore(name = DB_NAME) {
   }
 
   return {
-    get: (key) => tx("readonly", (s) => s.get(key)).then((v) => v ?? null),
+    // undefined, not null, for a missing key: Pyodide turns undefined into None.
+    get: (key) => tx("readonly", (s) => s.get(key)).then((v) => v ?? undefined),
     put: (key, value) => tx("readwrite", (s) => s.put(value, key)).then(() => undefined),
     delete: (key) => tx("readwrite", (s) => s.delete(key)).then(() => undefined),
     keys: (prefix = "") =>
