@@ -116,6 +116,8 @@ def evaluate(expression: str) -> Number:
     except ZeroDivisionError:
         raise AgentError(ErrorCode.TOOL_FAILED, "calculator: division by zero") from None
     except (ValueError, OverflowError) as exc:
-        raise AgentError(ErrorCode.TOOL_FAILED, f"calculator: {exc}") from None
+        # Python's wording changes between versions ("math domain error" before 3.14).
+        raise AgentError(ErrorCode.TOOL_FAILED,
+                         f"calculator: not defined for these values ({exc})") from None
     except RecursionError:
         raise _bad("the expression is nested too deeply") from None
