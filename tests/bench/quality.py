@@ -47,7 +47,7 @@ def summarize(rows: list[tuple[bool, float]]) -> dict[str, float]:
             "mrr": round(sum(m for _, m in rows) / len(rows), 3), "questions": len(rows)}
 
 
-async def build_native_kb(db: Path) -> dict[str, Any]:
+async def build_native_kb(db: Path, limit: int | None = None) -> dict[str, Any]:
     """Ingest the corpus into a SQLite KB with the native host (cached between runs)."""
     from wasmagent.cli_commands import iter_documents
     from wasmagent.hosts.native import native_host
@@ -62,11 +62,51 @@ async def build_native_kb(db: Path) -> dict[str, Any]:
     library = Library(host.store, host.vectors, embedder)
     started = time.perf_counter()
     docs = list(iter_documents([CORPUS]))
+    if limit is not None:
+        docs = docs[:: max(1, len(docs) // limit)][:limit]
     chunks = 0
     for i in range(0, len(docs), 50):
-        report = await library.ingest("pydocs", docs[i:i + 50])
+        report = await library.ingest("pydocs", docs[i:i + 50])  # type: ignore[arg-type]
         chunks += report.chunks_added
     seconds = time.perf_counter() - started
     await embedder.aclose()
     return {"documents": len(docs), "chunks": chunks, "seconds": round(seconds, 1),
             "chunks_per_s": round(chunks / seconds, 1)}
+
+
+def windows(text: str, size: int = 200) -> list[str]:
+    words = text.split()
+    return [" ".join(words[i:i + size]) for i in range(0, len(words), size)] or [""]
+
+
+async def window_baseline(embedder: Any, cache: Path, *, skip: bool) -> dict[str, float] | None:
+    """Plain dense retrieval over 200-word windows of each page's text (cached vectors)."""
+    import numpy as np
+
+    from wasmagent.cli_commands import iter_documents
+    from wasmagent.retrieval.extract import extract_sections
+    from wasmagent.runtime.batcher import Priority
+
+    path = cache / "baseline-windows.npz"
+    if not path.exists():
+        if skip:
+            return None
+        sources: list[str] = []
+        texts: list[str] = []
+        for doc in iter_documents([CORPUS]):
+            parsed = extract_sections(doc.text, "html", source=doc.source)
+            body = " ".join(s.text for s in parsed.sections)
+            for window in windows(body):
+                sources.append(doc.source)
+                texts.append(window)
+        vectors = await embedder.embed(texts, priority=Priority.BACKGROUND)
+        matrix = np.array([list(v) for v in vectors], dtype=np.float32)
+        np.savez(path, matrix=matrix, sources=np.array(sources))
+    data = np.load(path)
+    matrix, sources_arr = data["matrix"], data["sources"]
+    rows = []
+    for q in questions():
+        query = np.array(list(await embedder.embed_one(q["q"])), dtype=np.float32)
+        top = np.argsort(-(matrix @ query))[:40]
+        rows.append(page_ranks([str(sources_arr[i]) for i in top], set(q["pages"])))
+    return summarize(rows)

@@ -1,0 +1,222 @@
+"""End to end on a real corpus: ingestion speed, ask latency, memory and retrieval quality.
+
+Corpus: Debian's python3.11-doc HTML (530 pages, ~17.5k chunks), installed by `build.sh bench`.
+- native: ingest the whole corpus with the native host into SQLite (cached in .build/bench
+  between runs; quick mode ingests a 120-page subset when no cache exists), then ask the
+  evaluation questions through the agent's protocol and take the answer's `total` timing;
+- browser: copy that knowledge base into the page's IndexedDB (the Store layout is the same on
+  both hosts), ask the same questions through the bridge, and read the memory of the page and
+  its worker (`performance.measureUserAgentSpecificMemory`); ingest 40 tutorial/howto pages
+  through the bridge for the browser's ingestion rate;
+- quality: recall@5 and MRR of hybrid (BM25 + dense, RRF), dense-only and BM25-only ranking,
+  and of the common baseline: dense MiniLM over 200-word windows of each page, no headings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import quality
+from boot import bench_site, serving, summary
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".build" / "bench"
+KB = "pydocs"
+
+
+def ensure_corpus() -> None:
+    if not quality.CORPUS.exists():
+        subprocess.run(["apt-get", "install", "-y", "-qq", "python3.11-doc"], check=True)
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))], 1)
+
+
+async def native_side(quick: bool) -> dict[str, Any]:
+    db = CACHE / "pydocs.sqlite"
+    built: dict[str, Any] = {"cached": True}
+    if not db.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        built = await quality.build_native_kb(db, limit=120 if quick else None)
+    return {"ingest": built, **await _native_asks(db), **await _quality(db, quick)}
+
+
+async def _native_asks(db: Path) -> dict[str, Any]:
+    from wasmagent.hosts.native import native_host
+    from wasmagent.service import Service
+
+    events: list[dict[str, Any]] = []
+    host = native_host(db)
+    service = Service(host, lambda raw: events.append(json.loads(raw)),
+                      intent_labels=host.intent_labels)
+    agent = service.start()
+    totals: list[float] = []
+    questions = quality.questions()
+    for rnd in range(3):
+        for n, q in enumerate(questions):
+            agent.submit({"v": 1, "type": "ask", "id": f"{rnd}-{n}", "text": q["q"], "kb": KB})
+            await agent.drain()
+            answer = next(e for e in reversed(events) if e["type"] == "answer")
+            if rnd > 0:  # round 0 loads the knowledge base
+                totals.append(answer["timings_ms"]["total"])
+    kb = await service.library.get(KB)
+    await service.aclose()
+    return {"chunks": len(kb), "ask_ms": {**summary(totals), "p95": _pct(totals, 0.95)}}
+
+
+async def _quality(db: Path, quick: bool) -> dict[str, Any]:
+    from wasmagent.hosts.native import native_host
+    from wasmagent.inference.embedder import Embedder
+    from wasmagent.knowledge.library import Library
+    from wasmagent.text.tokenizer import WordPieceTokenizer
+
+    host = native_host(db)
+    assert host.inference is not None
+    assert host.vocab is not None
+    embedder = Embedder(host.inference, WordPieceTokenizer.from_vocab_text(host.vocab))
+    kb = await Library(host.store, host.vectors, embedder).get(KB)
+    rows: dict[str, list[tuple[bool, float]]] = {"hybrid": [], "dense": [], "lexical": []}
+    for q in quality.questions():
+        pages = set(q["pages"])
+        vector = await embedder.embed_one(q["q"])
+        hits = await kb.search(q["q"], vector, 10)
+        rows["hybrid"].append(quality.page_ranks([h.chunk.source for h in hits], pages))
+        assert host.vectors is not None
+        dense = await host.vectors.search(kb.space, vector, 10)
+        rows["dense"].append(quality.page_ranks([kb.chunks[i].source for i, _ in dense], pages))
+        lexical = kb.lexical.search(q["q"], 10)
+        rows["lexical"].append(quality.page_ranks([kb.chunks[i].source for i, _ in lexical],
+                                                  pages))
+    result = {name: quality.summarize(r) for name, r in rows.items()}
+    baseline = await quality.window_baseline(embedder, CACHE, skip=quick)
+    if baseline is not None:
+        result["baseline_dense_200_word_windows"] = baseline
+    await embedder.aclose()
+    return {"quality": result}
+
+
+def _dump(db: Path, out: Path) -> None:
+    """The knowledge base's key/value pairs as one file the page can load into IndexedDB."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    with out.open("wb") as f:
+        for key, value in con.execute("SELECT key, value FROM kv WHERE key LIKE 'kb/%'"):
+            k = key.encode()
+            f.write(struct.pack("<II", len(k), len(value)) + k + value)
+    con.close()
+
+
+IMPORT_JS = """async () => {
+    const { openStore } = await import('./idb-store.js');
+    const store = await openStore();
+    const buf = new Uint8Array(await (await fetch('./pydocs.kv')).arrayBuffer());
+    const view = new DataView(buf.buffer);
+    let off = 0, n = 0;
+    while (off < buf.length) {
+        const kl = view.getUint32(off, true), vl = view.getUint32(off + 4, true);
+        const key = new TextDecoder().decode(buf.subarray(off + 8, off + 8 + kl));
+        await store.put(key, buf.slice(off + 8 + kl, off + 8 + kl + vl));
+        off += 8 + kl + vl; n++;
+    }
+    return n;
+}"""
+
+ASK_JS = """async ([questions, kb]) => {
+    const c = window.wasmagentClient, totals = [];
+    const t0 = performance.now();
+    await c.ask(questions[0], {kb});
+    const firstMs = performance.now() - t0;
+    for (let r = 0; r < 2; r++) for (const q of questions) {
+        const t = performance.now();
+        await c.ask(q, {kb});
+        totals.push(performance.now() - t);
+    }
+    let memory = null;
+    if (performance.measureUserAgentSpecificMemory) {
+        const m = await performance.measureUserAgentSpecificMemory();
+        memory = m.bytes;
+    }
+    return {totals, firstMs, memory};
+}"""
+
+INGEST_JS = """async (docs) => {
+    const t0 = performance.now();
+    const r = await window.wasmagentClient.request('ingest', {kb: 'bench-ingest', documents: docs});
+    return {seconds: (performance.now() - t0) / 1000, chunks: r.result.chunks_added};
+}"""
+
+
+def browser_side(browser: Any) -> dict[str, Any]:
+    site = bench_site()
+    _dump(CACHE / "pydocs.sqlite", site / "pydocs.kv")
+    docs = [{"source": str(p.relative_to(quality.CORPUS)), "text": p.read_text(errors="replace"),
+             "kind": "html"}
+            for p in sorted((quality.CORPUS / "tutorial").glob("*.html"))
+            + sorted((quality.CORPUS / "howto").glob("*.html"))][:40]
+    questions = [q["q"] for q in quality.questions()]
+    with serving(site, isolate=True) as base:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(base)
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=120_000)
+        keys = page.evaluate(IMPORT_JS)
+        asked = page.evaluate(ASK_JS, [questions, KB])
+        ingest = page.evaluate(INGEST_JS, docs)
+        context.close()
+    (site / "pydocs.kv").unlink()
+    totals = asked["totals"]
+    return {"imported_keys": keys, "first_ask_ms_incl_kb_load": round(asked["firstMs"]),
+            "ask_ms": {**summary(totals), "p95": _pct(totals, 0.95)},
+            "memory_bytes": asked["memory"],
+            "ingest": {"documents": len(docs), "chunks": ingest["chunks"],
+                       "seconds": round(ingest["seconds"], 1),
+                       "chunks_per_s": round(ingest["chunks"] / ingest["seconds"], 1)}}
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    ensure_corpus()
+    with ThreadPoolExecutor(1) as pool:
+        native = pool.submit(asyncio.run, native_side(ctx.quick)).result()
+    started = time.perf_counter()
+    browser = browser_side(ctx.browser)
+    browser["seconds"] = round(time.perf_counter() - started, 1)
+    return {"native": native, "browser": browser}
+
+
+def render(section: dict[str, Any]) -> list[str]:
+    n, b = section["native"], section["browser"]
+    mem = b["memory_bytes"]
+    lines = ["## End to end on the Python documentation", "",
+             f"Knowledge base: {n['chunks']:,} chunks from Debian's python3.11-doc "
+             f"({n['ingest'].get('documents', 'cached')} pages). Ask latency is the agent's "
+             "own `total` timing natively and the bridge round trip in Chromium (2 threads), "
+             f"over {len(quality.questions())} evaluation questions × 2 rounds after a warm-up.",
+             "", "| | native | Chromium |", "|---|---|---|",
+             f"| ask p50 | {n['ask_ms']['median']:.1f} ms | {b['ask_ms']['median']:.1f} ms |",
+             f"| ask p95 | {n['ask_ms']['p95']:.1f} ms | {b['ask_ms']['p95']:.1f} ms |",
+             f"| ingestion | {n['ingest'].get('chunks_per_s', 'cached')} chunks/s | "
+             f"{b['ingest']['chunks_per_s']} chunks/s ({b['ingest']['documents']} pages) |",
+             f"| first ask incl. loading the KB from storage | – | "
+             f"{b['first_ask_ms_incl_kb_load']} ms |",
+             f"| memory (page + worker, JS + wasm) | – | "
+             f"{'%.0f MB' % (mem / 1e6) if mem else 'n/a'} |", "",
+             f"Budget: ask p95 ≤ 50 ms in the browser: "
+             f"{'met' if b['ask_ms']['p95'] <= 50 else 'not met'}.", "",
+             "### Retrieval quality", "",
+             f"{len(quality.questions())} questions of our own (tests/bench/eval_pydocs.jsonl) "
+             "with the pages that answer them; a hit is an answering page among the top 5 "
+             "distinct pages.", "", "| ranking | recall@5 | MRR |", "|---|---|---|"]
+    for name, row in n["quality"].items():
+        lines.append(f"| {name} | {row['recall_at_5']:.3f} | {row['mrr']:.3f} |")
+    lines.append("")
+    return lines
