@@ -121,9 +121,11 @@ class Library:
                 while len(pending) >= EMBED_GROUP:
                     group, pending = pending[:EMBED_GROUP], pending[EMBED_GROUP:]
                     await self._add(kb, group, ctx, report)
+                    notify(n, len(documents), f"indexed {report.chunks_added} passages")
                 await asyncio.sleep(0)  # let questions through between documents
             if pending:
                 await self._add(kb, pending, ctx, report)
+                notify(len(documents), len(documents), f"indexed {report.chunks_added} passages")
             if self.store is not None:
                 await kb.save_lexical(self.store)
             report.documents = len(documents)

@@ -1,0 +1,119 @@
+"""The assembled agent on the native host (real onnxruntime, SQLite): the CLI's path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from wasmagent.hosts.native import native_host
+from wasmagent.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DOCS = [
+    {"source": "guide/install.md", "text": "# Install\n\n## Requirements\n\nYou need Python 3.11 "
+     "or newer and Node 20 or newer.\n\n## Steps\n\nRun ./build.sh serve and open the printed "
+     "address in a browser."},
+    {"source": "guide/faq.rst", "text": "FAQ\n===\n\nDoes it work offline?\n----------------------"
+     "\n\nYes. After the first visit a service worker keeps every file cached."},
+    {"source": "notes.txt", "text": "Release notes\n\nVersion 0.1 adds citations to every answer."},
+]
+
+
+def _service(store: str | Path = ":memory:") -> tuple[Service, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    host = native_host(store)
+    service = Service(host, lambda raw: events.append(json.loads(raw)),
+                      intent_labels=host.intent_labels)
+    service.start()
+    return service, events
+
+
+def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["id"] == rid]
+
+
+async def test_ingest_ask_list_and_delete_through_the_protocol(tmp_path: Path) -> None:
+    service, events = _service(tmp_path / "kb.sqlite")
+    agent = service.agent
+    agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "guide", "documents": DOCS})
+    await agent.drain()
+    result = _of(events, "i")[-2]["data"]
+    assert result["chunks_added"] == 4
+    assert result["skipped"] == []
+    assert any(e["type"] == "progress" for e in _of(events, "i"))
+    agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
+                  "kb": "guide"})
+    await agent.drain()
+    answer = _of(events, "a")[-2]
+    assert "service worker" in answer["text"]
+    assert answer["citations"][0]["source"] == "guide/faq.rst"
+    assert answer["citations"][0]["anchor"] == "does-it-work-offline"
+    agent.submit({"v": 1, "type": "kb.list", "id": "l"})
+    await agent.drain()
+    assert _of(events, "l")[0]["data"]["kbs"] == [{"name": "guide", "chunks": 4, "sources": 3}]
+    agent.submit({"v": 1, "type": "kb.delete", "id": "d", "kb": "guide"})
+    agent.submit({"v": 1, "type": "kb.delete", "id": "d2", "kb": "nope"})
+    await agent.drain()
+    assert _of(events, "d")[-1]["type"] == "done"
+    assert _of(events, "d2")[-1]["code"] == "not_found"
+    assert await service.host.store.keys("kb/") == []  # type: ignore[union-attr]
+    await service.aclose()
+
+
+async def test_knowledge_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "kb.sqlite"
+    first, _ = _service(db)
+    await first.library.ingest("guide", [__import__("wasmagent.protocol").protocol.DocumentIn(
+        **d) for d in DOCS])
+    await first.aclose()
+    second, events = _service(db)
+    second.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "what do I need to install?",
+                         "kb": "guide"})
+    await second.agent.drain()
+    answer = _of(events, "a")[-2]
+    assert "Python 3.11" in answer["text"]
+    await second.aclose()
+
+
+async def test_cancelling_an_ingestion_keeps_what_was_committed(tmp_path: Path) -> None:
+    service, events = _service(tmp_path / "kb.sqlite")
+    many = [{"source": f"doc{i}.md", "text": f"# Doc {i}\n\n" + f"Paragraph {i} about topic "
+             f"number {i}. " * 30} for i in range(200)]
+    service.agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "big", "documents": many})
+    for _ in range(2000):  # until the first batch of passages is committed
+        if any("indexed" in (e.get("message") or "") for e in events):
+            break
+        await asyncio.sleep(0.005)
+    service.agent.submit({"v": 1, "type": "cancel", "id": "c", "target": "i"})
+    await service.agent.drain()
+    assert _of(events, "i")[-1]["code"] == "cancelled"
+    kb = await service.library.get("big")
+    assert 0 < len(kb) < 200 * 2
+    meta = json.loads(await service.host.store.get("kb/big/meta"))  # type: ignore[union-attr]
+    assert meta["chunks"] == len(kb), "the store agrees with memory"
+    await service.aclose()
+
+
+def test_cli_ingest_then_ask_json(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "sub" / "install.md").write_text(DOCS[0]["text"])
+    (docs / ".hidden").mkdir()
+    (docs / ".hidden" / "secret.md").write_text("# Secret\n\nnever indexed words here")
+    db = tmp_path / "kb.sqlite"
+    run = [sys.executable, "-m", "wasmagent"]
+    subprocess.run([*run, "ingest", str(docs), "--kb", str(db)], check=True,
+                   capture_output=True, cwd=ROOT)
+    out = subprocess.run([*run, "ask", "--kb", str(db), "what Node version do I need?", "--json"],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    answer = json.loads(out)
+    assert set(answer) >= {"answer", "citations", "timings_ms"}
+    assert "Node 20" in answer["answer"]
+    citation = answer["citations"][0]
+    assert citation["source"] == "sub/install.md"
+    assert set(citation) == {"source", "title", "anchor", "score", "text"}
