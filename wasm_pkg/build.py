@@ -190,6 +190,55 @@ def write_schema() -> None:
     (DIST / "protocol.schema.json").write_text(json.dumps(json_schema(), indent=1))
 
 
+DEFAULT_KB_SOURCES = ["README.md", "BENCHMARKS.md", "models/MODEL_CARD.md"]
+
+
+def write_default_kb() -> None:
+    """The knowledge base the app ships with: the project's own docs, ingested natively with
+    the same core, dumped as key/value pairs the browser loads into IndexedDB on first boot."""
+    sources = [ROOT / p for p in DEFAULT_KB_SOURCES if (ROOT / p).exists()]
+    model = ROOT / "models/all-minilm-l6-v2/model.int8.onnx"
+    out = DIST / "kb" / "default.kv"
+    key = digest([*sources, model, *(ROOT / "app").rglob("*.py")])
+    if out.exists() and stamp_ok("default-kb", key):
+        return
+    db = WORK / "default-kb.sqlite"
+    for stale in WORK.glob("default-kb.sqlite*"):
+        stale.unlink()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
+    subprocess.run([sys.executable, "-m", "wasmagent", "ingest", *map(str, sources),
+                    "--kb", str(db), "--name", "default"], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    sys.path.insert(0, str(ROOT / "app"))
+    import sqlite3
+
+    from wasmagent.knowledge.dump import encode
+
+    con = sqlite3.connect(db)
+    pairs = con.execute("SELECT key, value FROM kv WHERE key LIKE 'kb/default/%' ORDER BY key")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encode((k, bytes(v)) for k, v in pairs))
+    con.close()
+    write_stamp("default-kb", key)
+
+
+def write_icons() -> None:
+    sys.path.insert(0, str(ROOT / "wasm_pkg"))
+    from icons import png
+
+    for size in (192, 512):
+        out = DIST / "icons" / f"icon-{size}.png"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(png(size))
+
+
+def write_service_worker() -> None:
+    """Workbox's generateSW over everything in dist/ (revision hashes, no hand-kept list)."""
+    subprocess.run(["node", str(ROOT / "wasm_pkg/service-worker.mjs"), str(DIST)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyodide-cli", type=Path, required=True, help="the `pyodide` command")
@@ -199,8 +248,11 @@ def main() -> None:
     wheels = [build_wheel(), fetch_micropip()]
     write_lock(wheels, args.pyodide_cli)
     copy_assets()
+    write_default_kb()
     write_manifest()
     write_schema()
+    write_icons()
+    write_service_worker()
     print(f"dist/ ready: {', '.join(w.name for w in wheels)}")
 
 

@@ -1,29 +1,31 @@
-// The page: starts the agent worker through bridge.js, shows boot progress, and runs the chat.
-// Everything from documents, questions and answers is inserted as text, never as HTML.
+// The page: boots the agent worker through bridge.js and runs the chat, knowledge bases,
+// diagnostics and offline updates. Everything that comes from documents, questions or answers
+// is inserted with textContent, never as HTML.
 import { AgentClient } from "./bridge.js";
 
 const $ = (id) => document.getElementById(id);
-const log = $("log");
+const state = { kb: "default", ingesting: null };
+const KINDS = { html: "html", htm: "html", md: "markdown", markdown: "markdown", rst: "rst", txt: "text", text: "text" };
 
-function say(role, text, meta = "") {
-  const div = document.createElement("div");
-  div.className = `msg ${role}`;
-  div.textContent = text;
-  if (meta) {
-    const span = document.createElement("span");
-    span.className = "meta";
-    span.textContent = meta;
-    div.append(span);
-  }
-  log.append(div);
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children);
+  return node;
+}
+
+function say(role, text) {
+  const div = el("div", { className: `msg ${role}` });
+  div.append(el("span", { className: "text", textContent: text }));
+  $("log").append(div);
   div.scrollIntoView({ block: "end" });
   return div;
 }
 
-function setPill(id, state, text) {
-  const el = $(id);
-  el.dataset.state = state;
-  el.textContent = text;
+function setPill(id, st, text) {
+  const node = $(id);
+  node.dataset.state = st;
+  node.textContent = text;
 }
 
 function showNetwork() {
@@ -33,21 +35,17 @@ addEventListener("online", showNetwork);
 addEventListener("offline", showNetwork);
 showNetwork();
 
-const STAGES = {
-  runtime: "Loading the Python runtime…",
-  download: null,
-  packages: "Loading the wasmagent package…",
-  model: "Loading the embedding model…",
-};
+// ---- boot ----------------------------------------------------------------------------------
+const STAGES = { runtime: "Loading the Python runtime…", packages: "Loading the wasmagent package…", model: "Loading the embedding model…" };
+const mb = (n) => (n / 1048576).toFixed(1);
 
 function onBootEvent(event) {
   if (event.id !== null) return;
   if (event.type === "progress") {
-    if (STAGES[event.stage]) $("boot-label").textContent = STAGES[event.stage];
+    if (STAGES[event.stage]) $("boot-label").textContent = event.message || STAGES[event.stage];
     if (event.total) {
       $("boot-progress").max = event.total;
       $("boot-progress").value = event.loaded ?? 0;
-      const mb = (n) => (n / 1048576).toFixed(1);
       $("boot-bytes").textContent = `${mb(event.loaded ?? 0)} / ${mb(event.total)} MB`;
     }
     if (event.stage === "ready") {
@@ -64,31 +62,256 @@ function onBootEvent(event) {
 const client = await AgentClient.create({ onEvent: onBootEvent });
 window.wasmagentClient = client;
 
+// ---- answers and citations -----------------------------------------------------------------
+function renderSources(container, citations, kb) {
+  if (!citations.length) return;
+  const list = el("div", { className: "sources" });
+  citations.forEach((c, i) => {
+    const label = `[${i + 1}] ${c.title || c.source}`;
+    const link = el("a", { href: `#${encodeURIComponent(c.source)}`, textContent: label, title: `${c.source}${c.anchor ? "#" + c.anchor : ""}` });
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      openViewer(kb, c);
+    });
+    list.append(link);
+  });
+  container.append(list);
+}
+
+async function openViewer(kb, citation) {
+  $("viewer-title").textContent = citation.title || citation.source;
+  $("viewer-source").textContent = `${citation.source}${citation.anchor ? "#" + citation.anchor : ""}`;
+  const body = $("viewer-body");
+  body.replaceChildren(el("p", { textContent: citation.text || citation.snippet || "" }));
+  $("viewer").showModal();
+  try {
+    const { result } = await client.request("kb.passage", { kb, source: citation.source, anchor: citation.anchor || "" });
+    const quote = (citation.text || citation.snippet || "").replace(/^…|…$/g, "").trim();
+    body.replaceChildren(...result.texts.map((t) => highlighted(t, quote)));
+  } catch {
+    /* the snippet shown above is all we have (e.g. the knowledge base was deleted) */
+  }
+}
+
+function highlighted(text, quote) {
+  const p = el("p");
+  const probe = quote.slice(0, 80);
+  const at = probe ? text.indexOf(probe) : -1;
+  if (at < 0) {
+    p.textContent = text;
+    return p;
+  }
+  const end = Math.min(text.length, at + quote.length);
+  p.append(text.slice(0, at), el("mark", { textContent: text.slice(at, end) }), text.slice(end));
+  return p;
+}
+
+async function ask(text) {
+  say("user", text);
+  const reply = say("agent", "…");
+  const body = reply.querySelector(".text");
+  let streamed = "";
+  const kb = state.kb;
+  try {
+    const { answer } = await client.ask(text, {
+      kb,
+      onEvent: (ev) => {
+        if (ev.type === "delta") body.textContent = streamed += ev.text;
+      },
+    });
+    body.textContent = answer.text;
+    renderSources(reply, answer.citations, kb);
+  } catch (err) {
+    reply.classList.add("error");
+    body.textContent = `${err.message} (${err.code})`;
+  }
+  refreshDiagnostics();
+}
+
 $("ask-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = $("ask");
   const text = input.value.trim();
   if (!text) return;
   input.value = "";
-  say("user", text);
-  const reply = say("agent", "…");
   $("send").disabled = true;
-  let streamed = "";
   try {
-    const { answer } = await client.ask(text, {
-      onEvent: (ev) => {
-        if (ev.type === "delta") {
-          streamed += ev.text;
-          reply.textContent = streamed;
-        }
-      },
-    });
-    reply.textContent = answer ? answer.text : streamed;
-  } catch (err) {
-    reply.classList.add("error");
-    reply.textContent = `${err.message} (${err.code})`;
+    await ask(text);
   } finally {
     $("send").disabled = false;
     input.focus();
   }
+});
+
+// ---- knowledge bases -----------------------------------------------------------------------
+function message(text) {
+  $("kb-message").textContent = text;
+}
+
+async function refreshKbs() {
+  const { result } = await client.request("kb.list");
+  const select = $("kb-select");
+  const names = result.kbs.map((k) => k.name);
+  if (!names.includes(state.kb)) names.push(state.kb);
+  select.replaceChildren(...names.map((name) => {
+    const info = result.kbs.find((k) => k.name === name);
+    const label = info ? `${name} (${info.chunks} passages, ${info.sources} documents)` : `${name} (empty)`;
+    return el("option", { value: name, textContent: label, selected: name === state.kb });
+  }));
+}
+
+$("kb-select").addEventListener("change", (e) => {
+  state.kb = e.target.value;
+  message(`Questions now go to “${state.kb}”.`);
+});
+
+$("kb-new").addEventListener("click", async () => {
+  const name = (prompt("Name of the new knowledge base") || "").trim();
+  if (!name) return;
+  state.kb = name.slice(0, 128);
+  await refreshKbs();
+  message(`“${state.kb}” is selected: add documents to fill it.`);
+});
+
+$("toggle-kb").addEventListener("click", () => {
+  const panel = $("kb-panel");
+  panel.hidden = !panel.hidden;
+  $("toggle-kb").setAttribute("aria-expanded", String(!panel.hidden));
+});
+
+async function ingestFiles(files) {
+  const documents = [];
+  for (const file of files) {
+    const kind = KINDS[file.name.split(".").pop().toLowerCase()];
+    if (!kind) {
+      message(`${file.name}: not a supported document type.`);
+      continue;
+    }
+    documents.push({ source: file.name, text: await file.text(), kind });
+  }
+  if (!documents.length) return;
+  const controller = new AbortController();
+  state.ingesting = controller;
+  $("ingest").hidden = false;
+  $("ingest-label").textContent = `Reading ${documents.length} document(s)…`;
+  try {
+    const { result } = await client.request("ingest", { kb: state.kb, documents }, {
+      signal: controller.signal,
+      onEvent: (ev) => {
+        if (ev.type !== "progress") return;
+        $("ingest-progress").max = ev.total || 1;
+        $("ingest-progress").value = ev.loaded || 0;
+        $("ingest-label").textContent = ev.message || "";
+      },
+    });
+    const skipped = result.skipped.length ? `, ${result.skipped.length} skipped` : "";
+    message(`Added ${result.chunks_added} passages from ${result.documents} document(s) to “${result.kb}”${skipped}.`);
+  } catch (err) {
+    if (err.code === "cancelled") message("Adding documents was cancelled; what was already indexed is kept.");
+    else if (err.code === "storage_failed") message(`Storage is full or unavailable (${err.message}). The documents stay usable until you close this page.`);
+    else message(`Could not add the documents: ${err.message}`);
+  } finally {
+    state.ingesting = null;
+    $("ingest").hidden = true;
+    await refreshKbs();
+  }
+}
+
+$("files").addEventListener("change", (e) => {
+  ingestFiles([...e.target.files]);
+  e.target.value = "";
+});
+$("ingest-cancel").addEventListener("click", () => state.ingesting?.abort());
+
+let dragDepth = 0;
+addEventListener("dragenter", (e) => {
+  if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
+  dragDepth++;
+  $("drop").hidden = false;
+});
+addEventListener("dragleave", () => {
+  if (--dragDepth <= 0) $("drop").hidden = true;
+});
+addEventListener("dragover", (e) => e.preventDefault());
+addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  $("drop").hidden = true;
+  if (e.dataTransfer?.files?.length) ingestFiles([...e.dataTransfer.files]);
+});
+
+$("kb-delete").addEventListener("click", async () => {
+  if (!confirm(`Delete the knowledge base “${state.kb}” and its documents?`)) return;
+  try {
+    await client.request("kb.delete", { kb: state.kb });
+    message(`Deleted “${state.kb}”.`);
+  } catch (err) {
+    message(err.code === "not_found" ? `“${state.kb}” has nothing stored.` : err.message);
+  }
+  state.kb = "default";
+  await refreshKbs();
+});
+
+$("clear-all").addEventListener("click", async () => {
+  if (!confirm("Delete every knowledge base and the conversation history from this browser?")) return;
+  const { result } = await client.request("data.clear");
+  $("log").replaceChildren();
+  state.kb = "default";
+  message(`Cleared ${result.knowledge_bases} knowledge base(s) and ${result.history} conversation entries.`);
+  await refreshKbs();
+});
+
+// ---- diagnostics ---------------------------------------------------------------------------
+async function refreshDiagnostics() {
+  if (!$("diagnostics").open) return;
+  const status = await client.status();
+  const rows = Object.entries(status.metrics.stages).map(([stage, s]) =>
+    el("tr", {}, el("td", { textContent: stage }), el("td", { textContent: s.count }), el("td", { textContent: s.p50_ms.toFixed(1) }), el("td", { textContent: s.p95_ms.toFixed(1) })));
+  $("stages").tBodies[0].replaceChildren(...rows);
+  $("log-lines").textContent = status.log.slice(-30).map((l) => JSON.stringify(l)).join("\n");
+}
+$("diagnostics").addEventListener("toggle", refreshDiagnostics);
+
+// ---- history -------------------------------------------------------------------------------
+async function restoreHistory() {
+  try {
+    const { result } = await client.request("history.list", { limit: 50 });
+    for (const item of result.items) {
+      say("user", item.question);
+      const reply = say("agent", item.answer);
+      renderSources(reply, item.citations, state.kb);
+    }
+  } catch {
+    /* no storage: nothing to restore */
+  }
+}
+
+// ---- offline updates -----------------------------------------------------------------------
+async function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  const registration = await navigator.serviceWorker.register("sw.js");
+  const offer = (worker) => {
+    $("update").hidden = false;
+    $("reload").onclick = () => worker.postMessage({ type: "SKIP_WAITING" });
+  };
+  if (registration.waiting && navigator.serviceWorker.controller) offer(registration.waiting);
+  registration.addEventListener("updatefound", () => {
+    const worker = registration.installing;
+    worker?.addEventListener("statechange", () => {
+      if (worker.state === "installed" && navigator.serviceWorker.controller) offer(worker);
+    });
+  });
+  let reloading = false;
+  navigator.serviceWorker.addEventListener("controllerchange", () => {
+    if (reloading || $("update").hidden) return;
+    reloading = true;
+    location.reload();
+  });
+  window.wasmagentUpdate = () => registration.update();
+}
+
+registerServiceWorker().catch((err) => console.warn("service worker:", err));
+client.ready.then(async () => {
+  await refreshKbs();
+  await restoreHistory();
 });

@@ -109,6 +109,7 @@ async function boot() {
     models: ortHost.knownModels(),
     modelError,
     fetchText,
+    fetchBytes: (path) => fetchBytes(new URL(path, base).href),
     store,
     vectors,
     threads: ortHost.threads(),

@@ -115,9 +115,39 @@ class KbDelete:
     kb: str = field(metadata=_limit(min_len=1, max_len=128))
 
 
-Request = Status | Ask | Embed | Ingest | Cancel | KbList | KbDelete
+@dataclass(frozen=True, slots=True)
+class KbPassage:
+    """The full passage(s) behind a citation: every chunk of `source` under `anchor`."""
+
+    TYPE: ClassVar[str] = "kb.passage"
+    id: str
+    kb: str = field(metadata=_limit(min_len=1, max_len=128))
+    source: str = field(metadata=_limit(min_len=1, max_len=1024))
+    anchor: str = field(default="", metadata=_limit(max_len=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryList:
+    """The most recent questions and answers, oldest first."""
+
+    TYPE: ClassVar[str] = "history.list"
+    id: str
+    limit: int = field(default=50, metadata=_limit(lo=1, hi=500))
+
+
+@dataclass(frozen=True, slots=True)
+class DataClear:
+    """Delete every stored knowledge base and the conversation history."""
+
+    TYPE: ClassVar[str] = "data.clear"
+    id: str
+
+
+Request = (Status | Ask | Embed | Ingest | Cancel | KbList | KbDelete | KbPassage | HistoryList
+           | DataClear)
 REQUEST_TYPES: dict[str, type[Any]] = {
-    cls.TYPE: cls for cls in (Status, Ask, Embed, Ingest, Cancel, KbList, KbDelete)
+    cls.TYPE: cls for cls in (Status, Ask, Embed, Ingest, Cancel, KbList, KbDelete, KbPassage,
+                              HistoryList, DataClear)
 }
 
 # ---- events ---------------------------------------------------------------------------------

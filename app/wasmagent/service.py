@@ -8,6 +8,7 @@ tools and canned replies, with `status` saying the model is missing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +16,25 @@ from .agent import Agent, Sink
 from .errors import AgentError, ErrorCode
 from .inference.embedder import EMBEDDING_DIM, Embedder
 from .inference.intent import IntentClassifier
+from .knowledge.dump import load_dump
 from .knowledge.library import Library
 from .pipeline import Pipeline, Route, Router
 from .pipeline.pipeline import Worker
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
-from .ports import Host
-from .protocol import Ask, Embed, Event, Ingest, KbDelete, KbList, Progress, Result
+from .ports import Host, Store
+from .protocol import (
+    Ask,
+    DataClear,
+    Embed,
+    Event,
+    HistoryList,
+    Ingest,
+    KbDelete,
+    KbList,
+    KbPassage,
+    Progress,
+    Result,
+)
 from .runtime.context import Context
 from .telemetry import Telemetry
 from .text.tokenizer import WordPieceTokenizer
@@ -59,6 +73,9 @@ class Service:
         self.agent.route(Embed, self._embed)
         self.agent.route(KbList, self._kb_list)
         self.agent.route(KbDelete, self._kb_delete)
+        self.agent.route(KbPassage, self._kb_passage)
+        self.agent.route(HistoryList, self._history)
+        self.agent.route(DataClear, self._clear)
 
     def start(self) -> Agent:
         self.pipeline.start()
@@ -120,6 +137,46 @@ class Service:
             message = f"there is no knowledge base named {request.kb!r}"
             raise AgentError(ErrorCode.NOT_FOUND, message)
         emit(Result(request.id, {"deleted": request.kb}))
+
+
+    async def _kb_passage(self, request: KbPassage, emit: Callable[[Event], None]) -> None:
+        chunks = await self.library.passage(request.kb, request.source, request.anchor)
+        if not chunks:
+            raise AgentError(ErrorCode.NOT_FOUND, f"no passage {request.source}#{request.anchor}")
+        emit(Result(request.id, {"source": request.source, "anchor": request.anchor,
+                                 "title": chunks[0].title, "heading": chunks[0].heading,
+                                 "texts": [c.text for c in chunks]}))
+
+    async def _history(self, request: HistoryList, emit: Callable[[Event], None]) -> None:
+        store = self._need_store()
+        keys = (await store.keys("history/"))[-request.limit:]
+        records = []
+        for key in keys:
+            raw = await store.get(key)
+            if raw is not None:
+                records.append(json.loads(raw))
+        emit(Result(request.id, {"items": records}))
+
+    async def _clear(self, request: DataClear, emit: Callable[[Event], None]) -> None:
+        store = self._need_store()
+        kbs = await self.library.clear()
+        history = await store.keys("history/")
+        for key in history:
+            await store.delete(key)
+        emit(Result(request.id, {"knowledge_bases": kbs, "history": len(history)}))
+
+    def _need_store(self) -> Store:
+        if self.host.store is None:
+            raise AgentError(ErrorCode.STORAGE, "this host has no storage")
+        return self.host.store
+
+    async def seed(self, name: str, dump: bytes) -> bool:
+        """Install a shipped knowledge base unless one of that name already exists."""
+        store = self._need_store()
+        if await store.get(f"kb/{name}/meta") is not None:
+            return False
+        await load_dump(store, dump)
+        return True
 
 
 def build_agent(host: Host, sink: Sink) -> Service:

@@ -85,6 +85,9 @@ def run(browser: Browser, repeats: int) -> dict[str, Any]:
     variants = {
         "module_worker": ("module-worker.html", "window.bootResult && window.bootResult.ms"),
         "pyscript_worker": ("pyscript.html", "window.bootResult && window.bootResult.ms"),
+        # The whole app: runtime, package, model session, IndexedDB, agent ready to answer.
+        "app_ready": ("index.html", "window.wasmagentClient && "
+                      "(window.wasmagentClient.bootLog.find(e => e.stage === 'ready') || {}).at"),
     }
     results: dict[str, Any] = {}
     for isolate in (True, False):

@@ -43,10 +43,14 @@ def _pct(values: list[float], p: float) -> float:
 
 async def native_side(quick: bool) -> dict[str, Any]:
     db = CACHE / "pydocs.sqlite"
-    built: dict[str, Any] = {"cached": True}
+    CACHE.mkdir(parents=True, exist_ok=True)
     if not db.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        built = await quality.build_native_kb(db, limit=120 if quick else None)
+        await quality.build_native_kb(db, limit=120 if quick else None)
+    # Ingestion speed is always measured, on a fresh 60-page sample of the same corpus.
+    sample = CACHE / "ingest-sample.sqlite"
+    for stale in CACHE.glob("ingest-sample.sqlite*"):
+        stale.unlink()
+    built = await quality.build_native_kb(sample, limit=60)
     return {"ingest": built, **await _native_asks(db), **await _quality(db, quick)}
 
 
@@ -198,13 +202,14 @@ def render(section: dict[str, Any]) -> list[str]:
     mem = b["memory_bytes"]
     lines = ["## End to end on the Python documentation", "",
              f"Knowledge base: {n['chunks']:,} chunks from Debian's python3.11-doc "
-             f"({n['ingest'].get('documents', 'cached')} pages). Ask latency is the agent's "
+             "(530 pages). Ask latency is the agent's "
              "own `total` timing natively and the bridge round trip in Chromium (2 threads), "
              f"over {len(quality.questions())} evaluation questions × 2 rounds after a warm-up.",
              "", "| | native | Chromium |", "|---|---|---|",
              f"| ask p50 | {n['ask_ms']['median']:.1f} ms | {b['ask_ms']['median']:.1f} ms |",
              f"| ask p95 | {n['ask_ms']['p95']:.1f} ms | {b['ask_ms']['p95']:.1f} ms |",
-             f"| ingestion | {n['ingest'].get('chunks_per_s', 'cached')} chunks/s | "
+             f"| ingestion | {n['ingest']['chunks_per_s']} chunks/s "
+             f"({n['ingest']['documents']} pages) | "
              f"{b['ingest']['chunks_per_s']} chunks/s ({b['ingest']['documents']} pages) |",
              f"| first ask incl. loading the KB from storage | – | "
              f"{b['first_ask_ms_incl_kb_load']} ms |",

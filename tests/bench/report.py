@@ -29,6 +29,12 @@ def _boot(section: dict[str, Any]) -> list[str]:
         lines.append(f"| {served} | {_ms(mw)} | {_ms(ps)} | "
                      f"{row['pyscript_over_module_worker']:.2f}× | {foreign} |")
     lines.append("")
+    for label, row in section.items():
+        if isinstance(row, dict) and "app_ready" in row:
+            served = "with COOP/COEP" if label == "isolated" else "without COOP/COEP"
+            lines.append(f"- The full app, navigation to ready to answer (runtime, package, "
+                         f"model session, storage), cold, {served}: {_ms(row['app_ready'])}.")
+    lines.append("")
     worst = max((r["pyscript_over_module_worker"] for r in section.values()
                  if isinstance(r, dict) and "pyscript_over_module_worker" in r), default=0)
     verdict = "within" if worst <= 1.10 else "outside"

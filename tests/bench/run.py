@@ -87,6 +87,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results.json")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
+    if args.only and args.out.exists():
+        # Re-running some sections keeps the others' figures from the previous full run.
+        results["sections"] = json.loads(args.out.read_text()).get("sections", {})
     started = time.perf_counter()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROME_ARGS)

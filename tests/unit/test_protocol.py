@@ -88,7 +88,8 @@ def test_events_serialise_with_version_and_type() -> None:
 def test_schema_covers_every_message_and_error_code() -> None:
     schema = json_schema()
     requests, events = schema["$defs"]["requests"], schema["$defs"]["events"]
-    assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete"}
+    assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete",
+                             "kb.passage", "history.list", "data.clear"}
     assert set(events) == {"progress", "delta", "citation", "answer", "result", "error", "done"}
     assert set(events["error"]["properties"]["code"]["enum"]) == {c.value for c in ErrorCode}
     ask = requests["ask"]

@@ -132,7 +132,7 @@ def _expand(best: _Candidate, candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def _snippet(text: str, around: str = "") -> str:
-    start = max(0, text.find(around) - 40) if around and around in text else 0
+    start = text.find(around) if around and around in text else 0
     piece = text[start:start + SNIPPET_CHARS]
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + SNIPPET_CHARS < len(text) else ""

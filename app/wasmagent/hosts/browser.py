@@ -23,7 +23,7 @@ from pyodide.ffi import JsException, JsProxy, to_js
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode
 from ..ports import Host, LoopClock, Tensor
-from ..service import build_agent
+from ..service import Service, build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
 
@@ -121,4 +121,17 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
                 vectors=JsVectors(api.vectors), vocab=vocab,
                 intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
     service = build_agent(host, lambda event: api.post(event))
+    if store is not None:
+        await _seed_default(service, api, info)
     return service.agent
+
+
+async def _seed_default(service: Service, api: Any, info: dict[str, object]) -> None:
+    """Load the shipped knowledge base into IndexedDB on first boot (or after a clear)."""
+    try:
+        if await service.host.store.get("kb/default/meta") is None:  # type: ignore[union-attr]
+            data = await api.fetchBytes("kb/default.kv")
+            await service.seed("default", data.to_bytes())
+    except (JsException, AgentError) as exc:
+        # The app still works without it: the user can add documents.
+        info["seed_error"] = str(exc)

@@ -90,6 +90,18 @@ class Library:
             self._dedupers.pop(name, None)
         return True
 
+    async def clear(self) -> int:
+        """Delete every knowledge base; returns how many there were."""
+        names = await self.names()
+        for name in names:
+            await self.delete(name)
+        return len(names)
+
+    async def passage(self, name: str, source: str, anchor: str) -> list[Chunk]:
+        """Every chunk of `source` under heading `anchor`, in document order."""
+        kb = await self.get(name)
+        return [c for c in kb.chunks if c.source == source and c.anchor == anchor]
+
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 

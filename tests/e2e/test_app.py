@@ -1,0 +1,159 @@
+"""The browser app as a user meets it: shipped knowledge, documents, persistence, offline, XSS."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from wasmagent.server.static import make_server
+
+from .conftest import BOOT_TIMEOUT_MS, DIST, ROOT, Booted, boot
+
+XSS_DOC = b"""<html><head><title>Payloads</title></head><body>
+<h1>Payload page</h1>
+<p>The secret ingredient is paprika. <img src=x onerror="window.__xss = 'img'"></p>
+<script>window.__xss = 'script'</script>
+<p>Click <a href="javascript:window.__xss='link'">here</a> for <b onmouseover="window.__xss='b'">more</b>.</p>
+</body></html>"""
+
+
+def _ask(page: Page, text: str) -> None:
+    page.get_by_role("textbox", name="Ask").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def _open_panel(page: Page) -> None:
+    if page.locator("#kb-panel").is_hidden():
+        page.get_by_role("button", name="Knowledge").click()
+
+
+def test_the_shipped_knowledge_base_answers_out_of_the_box(app: Booted) -> None:
+    page = app.page
+    _ask(page, "why does the agent run in a plain module worker instead of pyscript?")
+    last = page.locator(".msg.agent").last
+    expect(last.locator(".sources a").first).to_be_visible(timeout=20_000)
+    expect(last.locator(".sources a").first).to_have_attribute("title", re.compile(r"^(README|BENCHMARKS)\.md#"))
+
+
+def test_adding_documents_then_asking_with_a_cited_viewer(app: Booted) -> None:
+    page = app.page
+    _open_panel(page)
+    page.get_by_label("Add documents").set_input_files([
+        {"name": "recipes.md", "mimeType": "text/markdown",
+         "buffer": b"# Recipes\n\n## Pancakes\n\nMix two eggs, 250 ml milk and 125 g flour, "
+                   b"then rest the batter for thirty minutes before frying."},
+    ])
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+    _ask(page, "how long should pancake batter rest?")
+    last = page.locator(".msg.agent").last
+    expect(last).to_contain_text("thirty minutes", timeout=20_000)
+    last.locator(".sources a").first.click()
+    dialog = page.locator("#viewer")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#viewer-source")).to_have_text("recipes.md#pancakes")
+    expect(dialog.locator("mark")).to_contain_text("thirty minutes")
+    dialog.get_by_role("button", name="Close").click()
+
+
+def test_diagnostics_show_stage_latencies_and_log_lines(app: Booted) -> None:
+    page = app.page
+    _open_panel(page)
+    page.locator("#diagnostics summary").click()
+    expect(page.locator("#stages tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#log-lines")).to_contain_text('"event":"stage"')
+
+
+def test_knowledge_and_history_survive_a_reload(browser: Browser, app_url: str) -> None:
+    booted = boot(browser, app_url)
+    page = booted.page
+    try:
+        page.evaluate("""() => wasmagentClient.request('ingest', {kb: 'travel', documents: [
+            {source: 'trip.md', text: '# Trip\\n\\nThe ferry to the island leaves at 7:45 every morning from pier four.'}]})""")
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+        answer = page.evaluate("async () => (await wasmagentClient.ask('when does the ferry leave?', {kb: 'travel'})).answer")
+        assert "7:45" in answer["text"]
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+        expect(page.get_by_role("log")).to_contain_text("when does the ferry leave?", timeout=10_000)
+        kbs = page.evaluate("async () => (await wasmagentClient.request('kb.list')).result.kbs.map(k => k.name)")
+        assert set(kbs) >= {"default", "travel"}
+        page.on("dialog", lambda d: d.accept())
+        _open_panel(page)
+        page.get_by_role("button", name="Clear all data").click()
+        expect(page.locator("#kb-message")).to_contain_text("Cleared", timeout=10_000)
+        kbs = page.evaluate("async () => (await wasmagentClient.request('kb.list')).result.kbs.map(k => k.name)")
+        assert "travel" not in kbs
+        expect(page.get_by_role("log")).not_to_contain_text("ferry")
+    finally:
+        booted.context.close()
+
+
+def test_nothing_from_documents_or_questions_runs_as_html(browser: Browser, app_url: str) -> None:
+    booted = boot(browser, app_url)
+    page = booted.page
+    try:
+        _open_panel(page)
+        page.get_by_label("Add documents").set_input_files([
+            {"name": "payload.html", "mimeType": "text/html", "buffer": XSS_DOC}])
+        expect(page.locator("#kb-message")).to_contain_text("Added", timeout=30_000)
+        _ask(page, "<img src=x onerror=\"window.__xss='question'\"> what is the secret ingredient?")
+        last = page.locator(".msg.agent").last
+        expect(last).to_contain_text("paprika", timeout=20_000)
+        last.locator(".sources a").first.click()
+        expect(page.locator("#viewer")).to_be_visible()
+        page.locator("#viewer-body").hover()
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("#log img, #viewer img, #log script, #log a[href^='javascript']").count() == 0
+        expect(page.get_by_role("log")).to_contain_text("<img src=x")
+    finally:
+        booted.context.close()
+
+
+@pytest.fixture
+def served_copy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A private copy of dist/ (so a test can deploy a new version of it) and its URL."""
+    site = tmp_path / "site"
+    shutil.copytree(DIST, site)
+    server = make_server(site, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", site
+    server.shutdown()
+    server.server_close()
+
+
+def test_works_offline_after_the_first_visit_and_offers_updates(
+    browser: Browser, served_copy: tuple[str, Path]
+) -> None:
+    url, site = served_copy
+    booted = boot(browser, url)
+    page = booted.page
+    try:
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        booted.context.set_offline(True)
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+        expect(page.locator("#net")).to_have_text("offline")
+        answer = page.evaluate("async () => (await wasmagentClient.ask('what is 6 * 7')).answer.text")
+        assert answer == "6 * 7 = 42"
+        status = page.evaluate("wasmagentClient.status()")
+        assert status["cross_origin_isolated"] is True, "isolation headers come from the cache"
+        booted.context.set_offline(False)
+        # Deploy a new version: change a file and regenerate the service worker.
+        with (site / "app.css").open("a") as css:
+            css.write("\n/* new version */\n")
+        subprocess.run(["node", str(ROOT / "wasm_pkg/service-worker.mjs"), str(site)], check=True,
+                       capture_output=True)
+        page.evaluate("wasmagentUpdate()")
+        expect(page.locator("#update")).to_be_visible(timeout=60_000)
+    finally:
+        booted.context.close()

@@ -1,0 +1,25 @@
+// Generate dist/sw.js with Workbox: precache every file of dist/ with a revision hash, so the
+// app boots and answers with the network off after one visit. Run by wasm_pkg/build.py.
+import { generateSW } from "workbox-build";
+
+const dist = process.argv[2];
+const { count, size, warnings } = await generateSW({
+  globDirectory: dist,
+  globPatterns: ["**/*.{html,js,mjs,css,json,wasm,zip,whl,onnx,txt,kv,png,svg,webmanifest}"],
+  globIgnores: ["sw.js", "workbox-*.js", "bench/**"],
+  swDest: `${dist}/sw.js`,
+  // The runtime, the model and the Python stdlib are large; all are needed offline.
+  maximumFileSizeToCacheInBytes: 64 * 1024 * 1024,
+  // One file: sw.js must sit at the root for root scope, and a single file is simplest to serve.
+  inlineWorkboxRuntime: true,
+  // A new version waits until the user accepts the reload the page offers (SKIP_WAITING).
+  skipWaiting: false,
+  clientsClaim: true,
+  cleanupOutdatedCaches: true,
+  navigateFallback: "index.html",
+  navigateFallbackDenylist: [/^\/widget/],
+  sourcemap: false,
+  mode: "production",
+});
+for (const w of warnings) console.warn(`workbox: ${w}`);
+console.log(`service worker precaches ${count} files, ${(size / 1048576).toFixed(1)} MB`);
