@@ -157,3 +157,36 @@ def test_works_offline_after_the_first_visit_and_offers_updates(
         expect(page.locator("#update")).to_be_visible(timeout=60_000)
     finally:
         booted.context.close()
+
+
+def test_questions_are_answered_while_a_large_ingestion_runs(app: Booted) -> None:
+    got = app.page.evaluate("""async () => {
+        const docs = [];
+        for (let i = 0; i < 60; i++) docs.push({source: `bulk/${i}.md`, text: `# Bulk ${i}\\n\\n` +
+            `Section ${i} explains topic ${i} in plenty of words so that it forms a chunk. `.repeat(12)});
+        let ingestDone = null;
+        const ingest = wasmagentClient.request('ingest', {kb: 'bulk', documents: docs})
+            .then(() => { ingestDone = performance.now(); });
+        await new Promise((r) => setTimeout(r, 300));
+        const t0 = performance.now();
+        const answer = (await wasmagentClient.ask('what is 12 * 12')).answer;
+        const asked = performance.now();
+        await ingest;
+        return {text: answer.text, askMs: asked - t0, askedFirst: asked < ingestDone};
+    }""")
+    assert got["text"] == "12 * 12 = 144"
+    assert got["askedFirst"], "the question did not wait for the ingestion to finish"
+
+
+def test_dropping_files_on_the_page_adds_them(app: Booted) -> None:
+    page = app.page
+    handle = page.evaluate_handle("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(['# Garden\\n\\nWater the tomatoes every second evening in summer.'],
+                              'garden.md', {type: 'text/markdown'}));
+        return dt;
+    }""")
+    page.dispatch_event("body", "dragenter", {"dataTransfer": handle})
+    expect(page.locator("#drop")).to_be_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": handle})
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
