@@ -83,6 +83,7 @@ class Service:
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()
+        await self.library.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
 

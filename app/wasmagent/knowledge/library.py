@@ -56,6 +56,12 @@ class Library:
         self._open: dict[str, KnowledgeBase] = {}
         self._dedupers: dict[str, ChunkDeduper] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._warming: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
 
     async def names(self) -> list[str]:
         found = set(self._open)
@@ -75,7 +81,20 @@ class Library:
             kb = await KnowledgeBase.load(self.store, name, self.vectors)
             if kb is not None:
                 self._open[name] = kb
+                self._warm(kb)
         return self._open.get(name)
+
+    def _warm(self, kb: KnowledgeBase) -> None:
+        """Precompute the BM25 impact lists in the background, a slice at a time, so the first
+        questions after a load do not pay for them (it matters in Pyodide's slow Python)."""
+
+        async def run() -> None:
+            for _ in kb.lexical.warm():
+                await asyncio.sleep(0)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     async def delete(self, name: str) -> bool:
         kb = await self._load(name)

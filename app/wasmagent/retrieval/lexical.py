@@ -22,6 +22,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 K1 = 1.2
 B = 0.75
@@ -132,6 +133,20 @@ class BM25Index:
             for doc, weight in self._impact(term):
                 scores[doc] = scores.get(doc, 0.0) + idf * weight
         return heapq.nlargest(k, scores.items(), key=lambda item: item[1])
+
+    def warm(self, budget: int = 4_000) -> Iterator[int]:
+        """Compute the impact lists of every term, most common first, yielding after about
+        `budget` postings each time, so a caller can spread the work over idle moments."""
+        done = 0
+        for term in sorted(self.postings, key=lambda t: -len(self.postings[t])):
+            docs = self.postings.get(term)  # the index may have changed since we started
+            if docs is not None and term not in self._impacts:
+                self._impact(term)
+                done += len(docs)
+                if done >= budget:
+                    yield done
+                    done = 0
+        yield done
 
     def _impact(self, term: str) -> list[tuple[int, float]]:
         """The term's postings as (doc, tf weight), highest first, at most MAX_POSTINGS."""
