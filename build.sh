@@ -69,7 +69,10 @@ setup_python() {
 setup_node() {
   if [[ ! -d node_modules ]] || changed npm package-lock.json; then
     say "installing npm packages from package-lock.json"
-    npm ci --no-audit --no-fund --loglevel=error
+    # --ignore-scripts: onnxruntime-node (pulled in by the transformers.js benchmark peer) would
+    # download native binaries from outside the registries in its postinstall; nothing we use
+    # needs an install script (the browser side is plain files, workbox runs rollup as wasm).
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
     record npm package-lock.json
   fi
 }

@@ -32,12 +32,32 @@ def bench_site() -> Path:
     links = {p.name: p for p in DIST.iterdir()}
     links |= {p.name: p for p in PAGES.iterdir()}
     links["pyscript"] = ROOT / "node_modules/@pyscript/core/dist"
+    tjs = ROOT / "node_modules/@huggingface/transformers"
+    links["tjs"] = tjs / "dist"
+    links["tjs-ort"] = tjs / "node_modules/onnxruntime-web/dist"
+    _tjs_model(SITE.parent / "tjs-models")
+    links["tjs-models"] = SITE.parent / "tjs-models"
     for name, target in links.items():
         link = SITE / name
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(target)
     return SITE
+
+
+def _tjs_model(root: Path) -> None:
+    """Our exported MiniLM laid out as transformers.js expects a local model (q8 = int8)."""
+    model = root / "minilm"
+    (model / "onnx").mkdir(parents=True, exist_ok=True)
+    src = ROOT / "models/all-minilm-l6-v2"
+    files = {name: src / name for name in ("config.json", "tokenizer.json",
+                                           "tokenizer_config.json", "special_tokens_map.json")}
+    files["onnx/model_quantized.onnx"] = src / "model.int8.onnx"
+    for name, target in files.items():
+        link = model / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
 
 
 @contextmanager
