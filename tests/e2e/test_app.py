@@ -190,3 +190,23 @@ def test_dropping_files_on_the_page_adds_them(app: Booted) -> None:
     expect(page.locator("#drop")).to_be_visible()
     page.dispatch_event("body", "drop", {"dataTransfer": handle})
     expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+
+
+def test_keyboard_only_use(app: Booted) -> None:
+    page = app.page
+    page.locator("body").focus()
+    for _ in range(30):  # Tab until the question box has focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "ask":
+            break
+    assert page.evaluate("document.activeElement.id") == "ask"
+    page.keyboard.type("how does the app keep working offline?")
+    page.keyboard.press("Enter")
+    last = page.locator(".msg.agent").last
+    link = last.locator(".sources a").first
+    expect(link).to_be_visible(timeout=20_000)
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
