@@ -18,6 +18,8 @@ const { count, size, warnings } = await generateSW({
   cleanupOutdatedCaches: true,
   navigateFallback: "index.html",
   navigateFallbackDenylist: [/^\/widget/],
+  // ?threads=N on the page and worker URLs selects onnxruntime-web threads; same files.
+  ignoreURLParametersMatching: [/^utm_/, /^threads$/],
   sourcemap: false,
   mode: "production",
 });

@@ -59,7 +59,8 @@ function onBootEvent(event) {
   }
 }
 
-const client = await AgentClient.create({ onEvent: onBootEvent });
+const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined;
+const client = await AgentClient.create({ onEvent: onBootEvent, threads });
 window.wasmagentClient = client;
 
 // ---- answers and citations -----------------------------------------------------------------

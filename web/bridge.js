@@ -19,9 +19,12 @@ const nextId = () => `r${Date.now().toString(36)}-${(++counter).toString(36)}`;
 
 export class AgentClient {
   // Start the worker and load the schema; `ready` settles when the agent reports it can answer.
-  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent } = {}) {
+  // `threads` sets onnxruntime-web's thread count (only used when crossOriginIsolated).
+  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent, threads } = {}) {
     const schema = await fetch(new URL("protocol.schema.json", base)).then((r) => r.json());
-    const worker = new Worker(workerUrl ?? new URL("worker.js", base), { type: "module" });
+    const url = new URL(workerUrl ?? new URL("worker.js", base));
+    if (threads) url.searchParams.set("threads", String(threads));
+    const worker = new Worker(url, { type: "module" });
     return new AgentClient(worker, schema, onEvent);
   }
 

@@ -87,6 +87,8 @@ async function fetchText(url) {
 
 async function boot() {
   const t0 = performance.now();
+  const threads = Number(new URL(import.meta.url).searchParams.get("threads")) || undefined;
+  ortHost.configure({ threads });
   progress("runtime", { message: "Loading the Python runtime" });
   // The embedding session is created while Python boots: its ~0.6 s hides behind the runtime.
   // A model that fails to load is not fatal: the agent still answers from keyword search.

@@ -205,7 +205,7 @@ def render(section: dict[str, Any]) -> list[str]:
     lines = ["## End to end on the Python documentation", "",
              f"Knowledge base: {n['chunks']:,} chunks from Debian's python3.11-doc "
              "(530 pages). Ask latency is the agent's "
-             "own `total` timing natively and the bridge round trip in Chromium (2 threads), "
+             "own `total` timing natively and the bridge round trip in Chromium (default: 1 thread), "
              f"over {len(quality.questions())} evaluation questions × 2 rounds, starting 5 s "
              "after the first question loaded the knowledge base (the BM25 impact lists warm up "
              "in the background meanwhile; questions that overlap that warm-up wait up to "

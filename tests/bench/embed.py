@@ -69,13 +69,11 @@ BROWSER_JS = """async ([texts, rounds]) => {
 }"""
 
 
-def _browser(browser: Any, isolate: bool, rounds: int) -> dict[str, Any]:
-    from wasmagent.server.static import make_server  # noqa: F401 - served via boot.serving
-
+def _browser(browser: Any, isolate: bool, rounds: int, threads: int) -> dict[str, Any]:
     with serving(ROOT / "dist", isolate=isolate) as base:
         context = browser.new_context()
         page = context.new_page()
-        page.goto(base)
+        page.goto(f"{base}?threads={threads}")
         page.wait_for_selector("body[data-ready=true]", state="attached", timeout=120_000)
         got = page.evaluate(BROWSER_JS, [TEXTS, rounds])
         context.close()
@@ -87,8 +85,9 @@ def run(ctx: Any) -> dict[str, Any]:
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
         native = {f"{t}_thread": pool.submit(asyncio.run, _native(t, rounds)).result()
                   for t in (1, 2)}
-    browser = {"2_threads_isolated": _browser(ctx.browser, True, rounds),
-               "1_thread_not_isolated": _browser(ctx.browser, False, rounds)}
+    browser = {"2_threads_isolated": _browser(ctx.browser, True, rounds, 2),
+               "1_thread_isolated": _browser(ctx.browser, True, rounds, 1),
+               "1_thread_not_isolated": _browser(ctx.browser, False, rounds, 1)}
     n2 = native["2_thread"]["batch16_per_s"]["median"]
     b2 = browser["2_threads_isolated"]["batch16_per_s"]["median"]
     return {"inputs": f"{len(TEXTS)} reference texts, {rounds} rounds", "native": native,
