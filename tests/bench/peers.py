@@ -65,7 +65,7 @@ def run(ctx: Any) -> dict[str, Any]:
         # No service worker: the app's would answer /tjs.html with the app shell.
         context = ctx.browser.new_context(service_workers="block")
         ours = context.new_page()
-        ours.goto(base)
+        ours.goto(base + "?threads=2")  # transformers.js uses 2 threads when isolated too
         ours.wait_for_selector("body[data-ready=true]", state="attached", timeout=120_000)
         peer = context.new_page()
         peer.goto(base + "tjs.html")
