@@ -117,3 +117,43 @@ def test_cli_ingest_then_ask_json(tmp_path: Path) -> None:
     citation = answer["citations"][0]
     assert citation["source"] == "sub/install.md"
     assert set(citation) == {"source", "title", "anchor", "score", "text"}
+
+
+class FullStore:
+    """A Store whose writes fail like an exhausted browser quota."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        from wasmagent.errors import AgentError, ErrorCode
+
+        raise AgentError(ErrorCode.STORAGE, "QuotaExceededError: the quota has been exceeded")
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return [k for k in self.data if k.startswith(prefix)]
+
+
+async def test_a_full_store_is_reported_and_answers_come_from_memory() -> None:
+    events: list[dict[str, Any]] = []
+    host = native_host(":memory:")
+    host.store = FullStore()
+    service = Service(host, lambda raw: events.append(json.loads(raw)),
+                      intent_labels=host.intent_labels)
+    service.start()
+    service.agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "guide", "documents": DOCS})
+    await service.agent.drain()
+    error = _of(events, "i")[-1]
+    assert error["code"] == "storage_failed"
+    assert "quota" in error["message"]
+    service.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
+                          "kb": "guide"})
+    await service.agent.drain()
+    assert "service worker" in _of(events, "a")[-2]["text"]
+    await service.aclose()
