@@ -75,7 +75,7 @@ def serving(root: Path, *, isolate: bool) -> Iterator[str]:
 def time_boot(browser: Browser, url: str, ready_js: str, timeout_ms: int = 60_000
               ) -> tuple[float, list[str]]:
     """Milliseconds from navigation to `ready_js` being truthy, and any foreign requests."""
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)  # lets Playwright poll on the CSP page
     foreign: list[str] = []
 
     def record(request: Any) -> None:
@@ -92,6 +92,26 @@ def time_boot(browser: Browser, url: str, ready_js: str, timeout_ms: int = 60_00
     finally:
         context.close()
     return ms, foreign
+
+
+def time_warm_boot(browser: Browser, url: str, ready_js: str, *, app: bool,
+                   timeout_ms: int = 60_000) -> float:
+    """Milliseconds from navigation to ready on a second visit: HTTP cache, and for the app
+    its service worker's precache (installed during the first visit)."""
+    context = browser.new_context(bypass_csp=True)  # lets Playwright poll on the CSP page
+    page = context.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function(ready_js, timeout=timeout_ms)
+        if app:
+            page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=timeout_ms)
+            page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+            page.wait_for_timeout(2000)  # let the precache finish writing
+        page.reload()
+        page.wait_for_function(ready_js, timeout=timeout_ms)
+        return float(page.evaluate(ready_js))
+    finally:
+        context.close()
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -126,4 +146,12 @@ def run(browser: Browser, repeats: int) -> dict[str, Any]:
         }
         mw, ps = (results[label][k]["median"] for k in ("module_worker", "pyscript_worker"))
         results[label]["pyscript_over_module_worker"] = round(ps / mw, 3)
+        with serving(site, isolate=isolate) as base:
+            warm: dict[str, list[float]] = {"module_worker": [], "app_ready": []}
+            for _ in range(repeats):
+                for name, samples_of in warm.items():
+                    page, ready = variants[name]
+                    samples_of.append(time_warm_boot(browser, base + page, ready,
+                                                     app=name == "app_ready"))
+        results[label]["warm"] = {name: summary(v) for name, v in warm.items()}
     return results
