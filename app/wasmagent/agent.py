@@ -36,6 +36,7 @@ from .protocol import (
 )
 
 Sink = Callable[[str], None]
+Admit = Callable[[Request], None]
 Handler = Callable[[Any, Callable[[Event], None]], Awaitable[None]]
 
 log = logging.getLogger("wasmagent")
@@ -45,8 +46,12 @@ class Agent:
     """Validates requests, runs each as a task, and turns every outcome into events."""
 
     def __init__(self, host: Host, sink: Sink,
-                 status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status_extra: Callable[[], dict[str, Any]] | None = None,
+                 admit: Admit | None = None) -> None:
+        """`admit` (the server's limits: rate, document sizes) may refuse a valid request by
+        raising `AgentError`; the refusal is that request's `error` event."""
         self.host = host
+        self._admit = admit
         self._status_extra = status_extra
         self._sink = sink
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -65,6 +70,8 @@ class Agent:
         """Accept one wire message; see the module docstring for the contract."""
         try:
             request = parse_request(raw)
+            if self._admit is not None and not isinstance(request, Cancel):
+                self._admit(request)
         except AgentError as exc:
             self._send(Error.from_exc(peek_id(raw) if isinstance(raw, dict) else _raw_id(raw), exc))
             return
@@ -80,6 +87,11 @@ class Agent:
         for rid, running in list(self._tasks.items()):
             if running is task:
                 del self._tasks[rid]
+
+    def cancel_all(self) -> None:
+        """Cancel every running request (the client went away)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
 
     async def drain(self) -> None:
         """Wait until every accepted request has sent its terminal event (tests, shutdown)."""

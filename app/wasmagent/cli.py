@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
 
@@ -45,6 +46,65 @@ def _ask(args: argparse.Namespace) -> int:
                                         as_json=args.json, top_k=args.top_k))
 
 
+def _server(args: argparse.Namespace) -> int:
+    from .server.app import run
+    from .server.config import ServerConfig, llm_from_env
+    from .server.security import OriginPolicy, TokenBook
+
+    config = ServerConfig(
+        host=args.host, port=args.port, store=args.store,
+        tokens=TokenBook.load(args.tokens) if args.tokens else TokenBook(),
+        origins=OriginPolicy(frozenset(o.rstrip("/") for o in args.allow_origin)),
+        llm=llm_from_env(args.llm_url, args.llm_model, args.llm_timeout),
+        rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
+        max_document_bytes=args.max_document_bytes, threads=args.threads,
+        insecure_no_auth=args.insecure_no_auth)
+    return run(config)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .server.security import new_token
+
+    token, line = new_token(args.client)
+    if args.tokens:
+        with args.tokens.open("a") as out:
+            out.write(line + "\n")
+        print(f"added {args.client} to {args.tokens}; the token (shown once):", flush=True)
+    else:
+        print(f"add this line to the tokens file: {line}\nthe token (shown once):", flush=True)
+    print(token)
+    return 0
+
+
+def _add_server(commands: Any) -> None:
+    server = commands.add_parser("server", help="run the agent server (WebSocket, SSE, LLM)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8080)
+    server.add_argument("--store", default="wasmagent-server.sqlite",
+                        help="SQLite file for knowledge bases and history")
+    server.add_argument("--tokens", type=Path, help="file of 'client sha256' lines; enables auth")
+    server.add_argument("--insecure-no-auth", action="store_true",
+                        help="allow serving a non-loopback address without tokens")
+    server.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a browser origin allowed to connect (repeat; '*' for any)")
+    server.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://host/v1 "
+                        "(key from the WASMAGENT_LLM_KEY environment variable)")
+    server.add_argument("--llm-model", help="the model name to ask for")
+    server.add_argument("--llm-timeout", type=float, default=30.0,
+                        help="seconds to connect and between streamed pieces")
+    server.add_argument("--rate", type=float, default=20.0, help="requests/s per client")
+    server.add_argument("--burst", type=int, default=40, help="burst size per client")
+    server.add_argument("--max-message-bytes", type=int, default=1 << 20)
+    server.add_argument("--max-document-bytes", type=int, default=2 << 20)
+    server.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: auto)")
+    server.set_defaults(func=_server)
+
+    token = commands.add_parser("token", help="create a bearer token for a client")
+    token.add_argument("client", help="the client's name (one word), shown in logs")
+    token.add_argument("--tokens", type=Path, help="append the hashed token to this file")
+    token.set_defaults(func=_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmagent", description="wasmagent command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--top-k", type=int, default=5)
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     ask.set_defaults(func=_ask)
+    _add_server(commands)
     return parser
 
 

@@ -40,6 +40,14 @@ class ErrorCode(StrEnum):
     """A named knowledge base, document, job or tool does not exist."""
     UPSTREAM = "upstream_failed"
     """The server or LLM upstream failed or is unreachable."""
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    """The LLM upstream failed repeatedly; the circuit breaker holds calls off for a while."""
+    UNAUTHORIZED = "unauthorized"
+    """The server needs a valid bearer token."""
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    """The browser origin is not on the server's allowlist."""
+    RATE_LIMITED = "rate_limited"
+    """This client sent more requests than its rate limit allows; retry later."""
     INTERNAL = "internal"
     """A bug: an exception nobody mapped to a code. Logged with its traceback."""
 
@@ -54,3 +62,20 @@ class AgentError(Exception):
 
     def __repr__(self) -> str:
         return f"AgentError({self.code.value!r}, {self.message!r})"
+
+
+class UpstreamError(AgentError):
+    """An upstream call failed; `retryable` says whether trying again may help.
+
+    Retryable: connection failures, timeouts before the first byte, 408/425/429 and 5xx.
+    Not retryable: other 4xx (a bad key or request will not improve by repetition).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True
+                 ) -> None:
+        super().__init__(ErrorCode.UPSTREAM, message)
+        self.status = status
+        self.retryable = retryable
+
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -106,6 +106,20 @@ class VectorSearch(Protocol):
 
 
 @runtime_checkable
+class HttpStream(Protocol):
+    """Streaming HTTP POST, for upstream APIs (the LLM). One pooled client per host.
+
+    `post_stream` yields the response body in pieces as they arrive. It raises
+    `UpstreamError` (with `status` and `retryable`) for a non-2xx status, a connection failure
+    or a timeout (`timeout` bounds connecting and each wait for the next piece), and also when
+    the connection breaks mid-body. It never retries by itself: the core decides.
+    """
+
+    def post_stream(self, url: str, headers: Mapping[str, str], body: bytes, *,
+                    timeout: float) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
 class Clock(Protocol):
     """Time as the core sees it: monotonic seconds for deadlines, wall seconds for records."""
 
@@ -145,6 +159,7 @@ class Host:
     store: Store | None = None
     inference: Inference | None = None
     vectors: VectorSearch | None = None
+    http: HttpStream | None = None
     vocab: str | None = None
     intent_labels: tuple[str, ...] | None = None
     info: dict[str, object] | None = None

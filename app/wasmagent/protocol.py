@@ -32,6 +32,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_ID = 128
 MAX_QUESTION = 4000
 MAX_DOCUMENTS = 1000
+MAX_PASSAGE = 8000
+MAX_PASSAGES = 20
+ASK_MODES = ("auto", "local", "llm")
 
 
 def _limit(*, max_len: int | None = None, min_len: int = 0, lo: float | None = None,
@@ -49,6 +52,17 @@ class DocumentIn:
         choices=("html", "markdown", "rst", "text")))
 
 
+@dataclass(frozen=True, slots=True)
+class PassageIn:
+    """A passage the caller already retrieved, to ground an LLM answer (the browser sends its
+    local top passages to the server this way)."""
+
+    source: str = field(metadata=_limit(min_len=1, max_len=1024))
+    title: str = field(metadata=_limit(max_len=1024))
+    anchor: str = field(metadata=_limit(max_len=1024))
+    text: str = field(metadata=_limit(min_len=1, max_len=MAX_PASSAGE))
+
+
 # ---- requests -------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +75,20 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """Ask a question; answered with `delta`/`citation` events and one `answer`."""
+    """Ask a question; answered with `delta`/`citation` events and one `answer`.
+
+    `mode`: `local` answers extractively from the knowledge base; `llm` has the LLM upstream
+    write the answer from the top passages (or from `passages`, when given) and fails with a
+    typed error if it cannot; `auto` uses the LLM when one is available and falls back to the
+    local answer, saying so, when it fails."""
 
     TYPE: ClassVar[str] = "ask"
     id: str
     text: str = field(metadata=_limit(min_len=1, max_len=MAX_QUESTION))
     kb: str | None = field(default=None, metadata=_limit(min_len=1, max_len=128))
     top_k: int = field(default=5, metadata=_limit(lo=1, hi=50))
+    mode: str = field(default="auto", metadata=_limit(choices=ASK_MODES))
+    passages: list[PassageIn] | None = field(default=None, metadata=_limit(max_len=MAX_PASSAGES))
 
 
 @dataclass(frozen=True, slots=True)

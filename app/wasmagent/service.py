@@ -12,13 +12,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .agent import Agent, Sink
+from .agent import Admit, Agent, Sink
 from .errors import AgentError, ErrorCode
 from .inference.embedder import EMBEDDING_DIM, Embedder
 from .inference.intent import IntentClassifier
 from .knowledge.dump import load_dump
 from .knowledge.library import Library
+from .llm import Llm
 from .pipeline import Pipeline, Route, Router
+from .pipeline.llm_worker import LlmWorker
 from .pipeline.pipeline import Worker
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
 from .ports import Host, Store
@@ -48,7 +50,8 @@ class Service:
     """The assembled agent and the parts a host or test may want to reach."""
 
     def __init__(self, host: Host, sink: Sink, *, intent_labels: tuple[str, ...] | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, llm: Llm | None = None,
+                 pool_size: int = 8, max_in_flight: int = 1024) -> None:
         self.host = host
         self.telemetry = telemetry or Telemetry(clock=host.clock)
         self.tokenizer = WordPieceTokenizer.from_vocab_text(host.vocab) if host.vocab else None
@@ -59,23 +62,34 @@ class Service:
             intent = IntentClassifier(host.inference, intent_labels or INTENT_LABELS)
         self.library = Library(host.store, host.vectors, self.embedder)
         self.tools = default_tools(clock=host.clock)
-        router = Router(parse_tool=parse_tool_request, embedder=self.embedder, intent=intent)
+        self.llm = llm
+        router = Router(parse_tool=parse_tool_request, embedder=self.embedder, intent=intent,
+                        llm=llm)
         workers: dict[Route, Worker] = {
             Route.RETRIEVE: RetrievalWorker(self.library, DEFAULT_KB),
             Route.TOOL: ToolWorker(self.tools),
             Route.CANNED: CannedWorker(),
         }
+        if llm is not None:
+            workers[Route.LLM] = LlmWorker(self.library, DEFAULT_KB, llm)
         self.pipeline = Pipeline(router, workers, store=host.store, clock=host.clock,
-                                 observe=self._observe)
-        self.agent = Agent(host, sink, status_extra=self.status_extra)
-        self.agent.route(Ask, self.pipeline.ask)
-        self.agent.route(Ingest, self._ingest)
-        self.agent.route(Embed, self._embed)
-        self.agent.route(KbList, self._kb_list)
-        self.agent.route(KbDelete, self._kb_delete)
-        self.agent.route(KbPassage, self._kb_passage)
-        self.agent.route(HistoryList, self._history)
-        self.agent.route(DataClear, self._clear)
+                                 observe=self._observe, pool_size=pool_size,
+                                 max_in_flight=max_in_flight)
+        self.agent = self.connect(sink)
+
+    def connect(self, sink: Sink, admit: Admit | None = None) -> Agent:
+        """A new input edge onto this same core, whose events go to `sink` (one per client
+        connection on the server; the browser has just one)."""
+        agent = Agent(self.host, sink, status_extra=self.status_extra, admit=admit)
+        agent.route(Ask, self.pipeline.ask)
+        agent.route(Ingest, self._ingest)
+        agent.route(Embed, self._embed)
+        agent.route(KbList, self._kb_list)
+        agent.route(KbDelete, self._kb_delete)
+        agent.route(KbPassage, self._kb_passage)
+        agent.route(HistoryList, self._history)
+        agent.route(DataClear, self._clear)
+        return agent
 
     def start(self) -> Agent:
         self.pipeline.start()
@@ -102,6 +116,8 @@ class Service:
                 "batches": batcher.batches_run, "items": batcher.items_run,
                 "mean_batch_size": round(batcher.mean_batch_size, 2),
                 "pending": batcher.pending},
+            "llm": None if self.llm is None else {"name": self.llm.name,
+                                                  "available": self.llm.available()},
             "metrics": self.telemetry.snapshot(),
             "log": self.telemetry.recent(),
         }
@@ -180,8 +196,8 @@ class Service:
         return True
 
 
-def build_agent(host: Host, sink: Sink) -> Service:
+def build_agent(host: Host, sink: Sink, *, llm: Llm | None = None) -> Service:
     """The full agent on `host`'s ports, with its pipeline started (needs a running loop)."""
-    service = Service(host, sink, intent_labels=host.intent_labels)
+    service = Service(host, sink, intent_labels=host.intent_labels, llm=llm)
     service.start()
     return service

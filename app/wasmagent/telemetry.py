@@ -112,9 +112,12 @@ class Telemetry:
     def prometheus(self, prefix: str = "wasmagent") -> str:
         """Counters and stage histograms in the Prometheus text exposition format."""
         lines: list[str] = []
+        typed: set[str] = set()
         for (name, labels), value in sorted(self.counters.items()):
             metric = _metric(f"{prefix}_{name}_total")
-            lines.append(f"# TYPE {metric} counter")
+            if metric not in typed:  # one TYPE line per metric family, or parsers reject it
+                typed.add(metric)
+                lines.append(f"# TYPE {metric} counter")
             lines.append(f"{metric}{_labels(dict(labels))} {value}")
         metric = _metric(f"{prefix}_stage_latency_ms")
         if self.stages:

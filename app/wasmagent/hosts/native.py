@@ -12,15 +12,16 @@ import asyncio
 import json
 import sqlite3
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import AgentError, ErrorCode
+from ..errors import RETRYABLE_STATUS, AgentError, ErrorCode, UpstreamError
 from ..ports import Host, LoopClock, Tensor
 
 T = TypeVar("T")
@@ -158,6 +159,39 @@ class NumpyVectors:
         self._spaces.pop(space, None)
 
 
+class HttpxStream:
+    """The `HttpStream` port over one pooled `httpx.AsyncClient` (keep-alive connections are
+    reused across requests; `max_connections` bounds sockets to the upstream)."""
+
+    def __init__(self, *, max_connections: int = 256, keepalive: int = 64) -> None:
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=keepalive, keepalive_expiry=30)
+        self._client = httpx.AsyncClient(limits=limits, timeout=None)
+
+    async def post_stream(self, url: str, headers: Mapping[str, str], body: bytes, *,
+                          timeout: float) -> AsyncIterator[bytes]:  # noqa: ASYNC109 - per read
+        limit = httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=timeout)
+        try:
+            async with self._client.stream("POST", url, headers=dict(headers), content=body,
+                                           timeout=limit) as response:
+                if response.status_code >= 300:
+                    detail = (await response.aread())[:200].decode("utf-8", "replace")
+                    raise UpstreamError(
+                        f"the LLM upstream answered HTTP {response.status_code}: {detail}",
+                        status=response.status_code,
+                        retryable=response.status_code in RETRYABLE_STATUS)
+                async for piece in response.aiter_raw():
+                    yield piece
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"the LLM upstream timed out ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the LLM upstream failed: {type(exc).__name__}: {exc}"
+                                ) from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 def native_host(store_path: str | Path = ":memory:", *, models_dir: Path = MODELS_DIR,
                 threads: int = 0) -> Host:
     """A host with every native port; the vocabulary is read from the models directory."""
@@ -170,6 +204,7 @@ def native_host(store_path: str | Path = ":memory:", *, models_dir: Path = MODEL
         store=SqliteStore(store_path),
         inference=OnnxInference(models_dir, threads),
         vectors=NumpyVectors(),
+        http=HttpxStream(),
         vocab=vocab_path.read_text(encoding="utf-8"),
         intent_labels=labels,
         info={"threads": threads or "auto"},

@@ -19,6 +19,9 @@ class Route(StrEnum):
     RETRIEVE = "retrieve"
     TOOL = "tool"
     CANNED = "canned"
+    LLM = "llm"
+    FALLBACK = "llm_fallback"
+    """The LLM failed; the answer is the local extractive one, with a notice saying so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,8 @@ class Reply:
     citations: tuple[SourceRef, ...] = ()
     confident: bool = True
     detail: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False
+    """The worker already emitted the text as `delta` events (LLM tokens as they came)."""
 
 
 @dataclass(slots=True)

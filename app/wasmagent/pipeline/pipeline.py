@@ -177,8 +177,9 @@ class Pipeline:
 
     def _stream(self, job: Job, reply: Reply) -> dict[str, Any]:
         rid = job.request.id
-        for piece in split_stream(reply.text):
-            job.emit(Delta(rid, piece))
+        if not reply.streamed:
+            for piece in split_stream(reply.text):
+                job.emit(Delta(rid, piece))
         for ref in reply.citations:
             job.emit(Citation(rid, ref.source, ref.title, ref.anchor, round(ref.score, 4),
                               ref.snippet))

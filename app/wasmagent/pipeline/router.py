@@ -15,12 +15,13 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AgentError
+from ..errors import AgentError, ErrorCode
 from .jobs import Job, Route
 
 if TYPE_CHECKING:
     from ..inference.embedder import Embedder
     from ..inference.intent import IntentClassifier
+    from ..llm import Llm
 
 log = logging.getLogger("wasmagent.router")
 
@@ -66,13 +67,36 @@ class Router:
     """Fills in a job's route (and its query embedding, which retrieval reuses)."""
 
     def __init__(self, *, parse_tool: ToolParser, embedder: Embedder | None = None,
-                 intent: IntentClassifier | None = None) -> None:
+                 intent: IntentClassifier | None = None, llm: Llm | None = None) -> None:
         self._parse_tool = parse_tool
         self._embedder = embedder
         self._intent = intent
+        self.llm = llm
 
     async def route(self, job: Job) -> None:
+        await self._route(job)
+        if job.route is Route.RETRIEVE:
+            self._maybe_llm(job)
+
+    def _maybe_llm(self, job: Job) -> None:
+        """Questions for the knowledge base go to the LLM when the caller allows it and one is
+        there; in `llm` mode a missing LLM is an error, in `auto` mode it is just skipped."""
+        mode = job.request.mode
+        if mode == "local":
+            return
+        if self.llm is None:
+            if mode == "llm":
+                raise AgentError(ErrorCode.NOT_READY, "no LLM upstream is configured here")
+            return
+        if mode == "llm" or self.llm.available():
+            job.route = Route.LLM
+
+    async def _route(self, job: Job) -> None:
         text = job.request.text
+        if job.request.mode == "llm" and job.request.passages is not None:
+            # The caller retrieved and routed already (the browser asking its server).
+            job.route = Route.RETRIEVE
+            return
         call = self._parse_tool(text)
         if call is not None:
             job.route, job.tool_call = Route.TOOL, call

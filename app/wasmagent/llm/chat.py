@@ -1,0 +1,127 @@
+"""`OpenAIChat`: streamed answers from any OpenAI-compatible Chat Completions endpoint.
+
+Works over the host's `HttpStream` port (natively one pooled `httpx.AsyncClient`). A call
+retries only while nothing has been streamed yet — once text reached the user, a retry would
+repeat or contradict it, so a mid-stream break is reported (`upstream_failed`) instead. Every
+failure counts against the circuit breaker; its `open` state fails calls at once with
+`upstream_unavailable` instead of hammering a failing upstream. The request's context bounds
+everything, backoff waits included: nothing outlives its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import AgentError, UpstreamError
+from ..ports import Clock, HttpStream
+from ..protocol import PassageIn
+from ..runtime.context import Context
+from .resilience import CircuitBreaker, RetryPolicy
+from .wire import DONE, SseDecoder, build_messages, chat_body, chunk_text
+
+log = logging.getLogger("wasmagent.llm")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """Where the upstream is and how to call it. `api_key` is never logged."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 30.0
+    max_tokens: int = 512
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+class OpenAIChat:
+    """The `Llm` seam over an OpenAI-compatible endpoint; see the module docstring."""
+
+    name = "openai"
+
+    def __init__(self, http: HttpStream, config: ChatConfig, clock: Clock, *,
+                 breaker: CircuitBreaker | None = None, rng: random.Random | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
+        self._http = http
+        self.config = config
+        self._clock = clock
+        self.breaker = breaker or CircuitBreaker(clock)
+        self._rng = rng or random.Random()
+        self._on_failure = on_failure or (lambda kind: None)
+        self.retries = 0
+
+    def available(self) -> bool:
+        return self.breaker.state != "open"
+
+    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
+                     ) -> AsyncIterator[str]:
+        body = chat_body(self.config.model, build_messages(question, passages),
+                         max_tokens=self.config.max_tokens)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.breaker.check()
+            sent = 0
+            try:
+                async for piece in self._once(body, ctx):
+                    sent += 1
+                    yield piece
+            except UpstreamError as exc:
+                self.breaker.failure()
+                self._on_failure("midstream" if sent else "request")
+                if sent or not exc.retryable or attempt >= self.config.retry.attempts:
+                    if sent:
+                        raise UpstreamError(f"the LLM stream broke off after {sent} pieces: "
+                                            f"{exc.message}", retryable=False) from None
+                    raise
+                self.retries += 1
+                delay = self.config.retry.delay(attempt, self._rng)
+                log.warning("LLM call failed (%s); retry %d in %.2f s", exc.message, attempt,
+                            delay)
+                await ctx.run(self._clock.sleep(delay))
+                continue
+            except AgentError:
+                self.breaker.failure()
+                raise
+            self.breaker.success()
+            return
+
+    async def _once(self, body: bytes, ctx: Context) -> AsyncIterator[str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        remaining = ctx.remaining()
+        timeout = self.config.timeout_s if remaining is None else min(remaining,
+                                                                      self.config.timeout_s)
+        decoder = SseDecoder()
+        stream = self._http.post_stream(self.config.url, headers, body, timeout=timeout)
+        pieces = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    raw = await ctx.run(pieces.__anext__())
+                except StopAsyncIteration:
+                    break
+                for payload in decoder.feed(raw):
+                    text = chunk_text(payload)
+                    if text == DONE:
+                        return
+                    if text:
+                        yield text
+        finally:
+            # Give the connection back to the pool even when the caller stops early.
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for payload in decoder.close():
+            text = chunk_text(payload)
+            if text and text != DONE:
+                yield text
+        raise UpstreamError("the LLM stream ended without [DONE]", retryable=True)

@@ -1,0 +1,107 @@
+"""The OpenAI Chat Completions wire format, with no I/O: request bodies and streamed chunks.
+
+`SseDecoder` turns the bytes of a `text/event-stream` body into the `data:` payloads of its
+events, incrementally: feed it pieces as they arrive, split anywhere (even inside a UTF-8
+character or a CRLF). `chunk_text` reads one payload: the text of a `chat.completion.chunk`
+delta, `None` for chunks that carry none (role, finish), or `DONE` for the `[DONE]` sentinel.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ..errors import UpstreamError
+from ..protocol import PassageIn
+
+DONE: Final = "[DONE]"
+MAX_PASSAGE_CHARS = 1500
+
+SYSTEM_PROMPT = (
+    "You are a careful assistant. Answer the question using only the numbered passages. "
+    "Cite the passages you use with their numbers in square brackets, like [1]. If the "
+    "passages do not contain the answer, say that you don't know. Be concise.")
+
+
+def build_messages(question: str, passages: Sequence[PassageIn]) -> list[dict[str, str]]:
+    """The chat messages for a retrieval-augmented answer: instructions, passages, question."""
+    blocks = []
+    for n, p in enumerate(passages, 1):
+        heading = p.title + (f" ({p.source}#{p.anchor})" if p.anchor else f" ({p.source})")
+        blocks.append(f"[{n}] {heading}\n{p.text[:MAX_PASSAGE_CHARS]}")
+    context = "\n\n".join(blocks) if blocks else "(no passages were found)"
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"}]
+
+
+def chat_body(model: str, messages: list[dict[str, str]], *, max_tokens: int = 512,
+              temperature: float = 0.2) -> bytes:
+    return json.dumps({"model": model, "messages": messages, "stream": True,
+                       "max_tokens": max_tokens, "temperature": temperature}).encode()
+
+
+class SseDecoder:
+    """Incremental server-sent-events parser that yields each event's joined `data` lines."""
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._data: list[str] = []
+
+    def feed(self, piece: bytes) -> list[str]:
+        self._buffer += self._text.decode(piece)
+        events: list[str] = []
+        while True:
+            cut = _line_end(self._buffer)
+            if cut is None:
+                return events
+            line, self._buffer = self._buffer[:cut[0]], self._buffer[cut[1]:]
+            if line == "":
+                if self._data:
+                    events.append("\n".join(self._data))
+                    self._data = []
+            elif line.startswith("data:"):
+                self._data.append(line[6:] if line.startswith("data: ") else line[5:])
+            # comments (":"), "event:", "id:" and "retry:" lines carry nothing we use
+
+    def close(self) -> list[str]:
+        """Flush an event the stream ended without its blank line."""
+        return self.feed(b"\n\n") if self._buffer or self._data else []
+
+
+def _line_end(buffer: str) -> tuple[int, int] | None:
+    """(end of line, start of next) for the first complete line; a lone CR at the end waits."""
+    for i, ch in enumerate(buffer):
+        if ch == "\n":
+            return i, i + 1
+        if ch == "\r":
+            if i + 1 == len(buffer):
+                return None
+            return (i, i + 2) if buffer[i + 1] == "\n" else (i, i + 1)
+    return None
+
+
+def chunk_text(payload: str) -> str | None:
+    """The delta text in one streamed payload; raises `UpstreamError` on a malformed or error
+    payload (an upstream that reports an error inside the stream)."""
+    if payload.strip() == DONE:
+        return DONE
+    try:
+        chunk: Any = json.loads(payload)
+    except ValueError:
+        raise UpstreamError(f"the LLM sent a malformed stream chunk: {payload[:80]!r}",
+                            retryable=False) from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError("the LLM sent a stream chunk that is not an object", retryable=False)
+    if "error" in chunk:
+        err = chunk["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError(f"the LLM reported an error mid-stream: {message}", retryable=True)
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    delta = choices[0].get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) and content else None

@@ -1,0 +1,99 @@
+"""The LLM worker: a retrieval-augmented answer streamed token by token from an `Llm`.
+
+It retrieves first (or takes the caller's `passages`), streams the LLM's pieces as `delta`
+events the moment they arrive, and cites the passages the answer refers to (`[n]`), or all of
+them when it refers to none. When the LLM fails in `auto` mode the user still gets an answer:
+what was already streamed stays, a notice says what happened, and the local extractive answer
+follows — all as deltas, so the concatenated deltas still equal the answer's text and the
+conversation keeps every word that was shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from ..answer.extractive import compose_answer
+from ..errors import AgentError, ErrorCode
+from ..knowledge.kb import Hit
+from ..knowledge.library import Library
+from ..llm import Llm
+from ..protocol import Delta, PassageIn
+from .jobs import Job, Reply, Route, SourceRef
+
+log = logging.getLogger("wasmagent.llm")
+
+LLM_PASSAGES = 5
+SNIPPET_CHARS = 280
+CITED = re.compile(r"\[(\d{1,2})\]")
+
+
+class LlmWorker:
+    """See the module docstring."""
+
+    def __init__(self, library: Library, default_kb: str, llm: Llm) -> None:
+        self._library = library
+        self._default = default_kb
+        self.llm = llm
+
+    async def __call__(self, job: Job) -> Reply:
+        request = job.request
+        hits: list[Hit] = []
+        if request.passages is not None:
+            passages = list(request.passages)
+        else:
+            hits = await self._search(job)
+            passages = [PassageIn(h.chunk.source, h.chunk.heading or h.chunk.title,
+                                  h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
+        pieces: list[str] = []
+        try:
+            async for piece in self.llm.stream(request.text, passages, job.ctx):
+                pieces.append(piece)
+                job.emit(Delta(request.id, piece))
+        except AgentError as exc:
+            if request.mode == "llm" or exc.code in (ErrorCode.CANCELLED, ErrorCode.DEADLINE):
+                raise
+            return self._fallback(job, hits, pieces, exc)
+        text = "".join(pieces)
+        scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
+        return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
+                     detail={"llm": self.llm.name, "passages": len(passages)}, streamed=True)
+
+    async def _search(self, job: Job) -> list[Hit]:
+        name = job.request.kb or self._default
+        try:
+            kb = await self._library.get(name)
+        except AgentError as exc:
+            if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
+                return []
+            raise
+        return await kb.search(job.request.text, job.embedding, job.request.top_k)
+
+    def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError
+                  ) -> Reply:
+        log.warning("LLM answer for %s failed, answering locally: %s", job.request.id,
+                    exc.message)
+        local = compose_answer(job.request.text, hits)
+        lead = "\n\n" if shown else ""
+        notice = (f"{lead}[The {self.llm.name} LLM failed ({exc.code.value}: {exc.message}). "
+                  "Answer from the local documents instead:]\n\n")
+        for piece in (notice, local.text):
+            job.emit(Delta(job.request.id, piece))
+        refs = tuple(SourceRef(c.source, c.title, c.anchor, c.score, c.snippet)
+                     for c in local.citations)
+        return Reply("".join(shown) + notice + local.text, Route.FALLBACK, refs, local.confident,
+                     {"llm": self.llm.name, "error": exc.code.value}, streamed=True)
+
+
+def _citations(text: str, passages: Sequence[PassageIn], scores: Sequence[float]
+               ) -> tuple[SourceRef, ...]:
+    cited = [int(n) - 1 for n in dict.fromkeys(CITED.findall(text))]
+    chosen = [i for i in cited if 0 <= i < len(passages)] or list(range(len(passages)))
+    return tuple(SourceRef(passages[i].source, passages[i].title, passages[i].anchor,
+                           scores[i] if i < len(scores) else 0.0,
+                           _snippet(passages[i].text)) for i in chosen)
+
+
+def _snippet(text: str) -> str:
+    return text[:SNIPPET_CHARS].strip() + ("…" if len(text) > SNIPPET_CHARS else "")

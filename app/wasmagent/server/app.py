@@ -1,0 +1,193 @@
+"""The optional agent server: the same core on CPython behind FastAPI.
+
+Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded), `GET /metrics`
+(Prometheus), `GET /v1/protocol.schema.json` (the wire schema), `POST /v1/ask` (one answer as
+Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
+`/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
+`{"error": {"code", "message"}}` with a matching status; WebSocket ones are `error` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..errors import AgentError, ErrorCode
+from ..hosts.native import HttpxStream, native_host
+from ..llm.chat import OpenAIChat
+from ..protocol import MAX_QUESTION, json_schema
+from ..service import Service
+from ..telemetry import Telemetry
+from .config import ServerConfig
+from .security import RateLimiter, bearer
+from .sessions import refuse, run_websocket, sse_answer, ws_token
+from .state import ServerState, write_stderr
+
+STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
+          ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413, ErrorCode.NOT_READY: 503,
+          ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400}
+
+
+class AskBody(BaseModel):
+    """A question for `POST /v1/ask`; the fields mean what they mean in the `ask` message."""
+
+    text: str = Field(min_length=1, max_length=MAX_QUESTION)
+    kb: str | None = Field(default=None, min_length=1, max_length=128)
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: Literal["auto", "local", "llm"] = "auto"
+
+
+def _http_client(st: ServerState, request: Request) -> str:
+    """Origin, token and rate checks for HTTP routes; the client's name for logs."""
+    st.config.origins.check(request.headers.get("origin"))
+    if st.config.tokens.enabled:
+        name = st.config.tokens.client(bearer(request.headers.get("authorization")))
+    else:
+        name = request.client.host if request.client else "-"
+    st.limiter.take(name)
+    return name
+
+
+async def _start(config: ServerConfig) -> ServerState:
+    host = native_host(config.store, threads=config.threads)
+    telemetry = Telemetry(clock=host.clock, writer=write_stderr)
+    llm = None
+    if config.llm is not None:
+        assert isinstance(host.http, HttpxStream)
+        llm = OpenAIChat(host.http, config.llm, host.clock,
+                         on_failure=lambda kind: telemetry.count("upstream_errors", kind=kind))
+    service = Service(host, lambda event: None, intent_labels=host.intent_labels,
+                      telemetry=telemetry, llm=llm, pool_size=config.pool_size,
+                      max_in_flight=config.max_in_flight)
+    service.start()
+    state = ServerState(config, service, telemetry, RateLimiter(config.rate, config.burst),
+                        llm=llm)
+    if service.embedder is not None:
+        await service.embedder.embed(["warm up the model session"])
+    await host.store.keys("kb/") if host.store else None
+    state.ready = True
+    telemetry.log("server_ready", version=__version__, llm=config.llm is not None,
+                  auth=config.tokens.enabled)
+    return state
+
+
+def _lifespan(config: ServerConfig, holder: dict[str, ServerState]
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder["state"] = await _start(config)
+        yield
+        state = holder.pop("state")
+        await state.service.aclose()
+        if isinstance(state.service.host.http, HttpxStream):
+            await state.service.host.http.aclose()
+
+    return lifespan
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The ASGI app; the core starts in its lifespan (so tests can run it in-process)."""
+    holder: dict[str, ServerState] = {}
+    app = FastAPI(title="wasmagent server", version=__version__,
+                  lifespan=_lifespan(config, holder), description=__doc__)
+
+    def state() -> ServerState:
+        if "state" not in holder:
+            raise AgentError(ErrorCode.NOT_READY, "the server is starting")
+        return holder["state"]
+
+    def client(request: Request, st: ServerState = Depends(state)) -> str:  # noqa: B008
+        return _http_client(st, request)
+
+    @app.exception_handler(AgentError)
+    async def agent_error(request: Request, exc: AgentError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
+        return JSONResponse({"error": {"code": exc.code.value, "message": exc.message}},
+                            status_code=STATUS.get(exc.code, 500), headers=headers)
+
+    @app.get("/healthz", summary="Liveness: the process serves HTTP")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: model and store loaded",
+             responses={503: {"description": "still starting"}})
+    async def readyz() -> JSONResponse:
+        body = _readiness(holder.get("state"))
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def metrics(st: ServerState = Depends(state)) -> str:  # noqa: B008
+        return st.metrics()
+
+    @app.get("/v1/protocol.schema.json", summary="JSON Schema of the WebSocket messages")
+    async def schema() -> dict[str, Any]:
+        return json_schema()
+
+    @app.post("/v1/ask", summary="Answer a question, streamed as Server-Sent Events",
+              response_class=StreamingResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "protocol events, one SSE event each"}})
+    async def ask(body: AskBody, st: ServerState = Depends(state),  # noqa: B008
+                  who: str = Depends(client)) -> StreamingResponse:
+        stream = sse_answer(st, body.model_dump(exclude_none=True), who)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.websocket("/v1/ws")
+    async def ws(websocket: WebSocket) -> None:
+        st = holder.get("state")
+        try:
+            who = _ws_client(st, websocket)
+        except AgentError as exc:
+            await refuse(websocket, exc)
+            return
+        assert st is not None
+        await run_websocket(st, websocket, who)
+
+    return app
+
+
+def _readiness(st: ServerState | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"ready": bool(st and st.ready)}
+    if st is not None:
+        body |= {"model": st.service.embedder is not None,
+                 "store": st.service.host.store is not None,
+                 "llm": None if st.llm is None else st.llm.breaker.state}
+    return body
+
+
+def _ws_client(st: ServerState | None, websocket: WebSocket) -> str:
+    """Origin and token checks for a WebSocket; the client's name for logs and limits."""
+    if st is None:
+        raise AgentError(ErrorCode.NOT_READY, "the server is starting")
+    st.config.origins.check(websocket.headers.get("origin"))
+    if st.config.tokens.enabled:
+        return st.config.tokens.client(ws_token(websocket))
+    return websocket.client.host if websocket.client else "-"
+
+
+async def serve(config: ServerConfig) -> None:
+    import uvicorn
+
+    config.check()
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, ws="websockets",
+        ws_max_size=config.max_message_bytes, log_config=None, access_log=False,
+        timeout_graceful_shutdown=5, backlog=4096))
+    await server.serve()
+
+
+def run(config: ServerConfig) -> int:
+    from .state import setup_logging
+
+    setup_logging()
+    asyncio.run(serve(config))
+    return 0

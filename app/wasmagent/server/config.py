@@ -1,0 +1,52 @@
+"""The agent server's configuration: where it listens, its store, its LLM and its limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..llm.chat import ChatConfig
+from .security import OriginPolicy, TokenBook
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+LLM_KEY_ENV = "WASMAGENT_LLM_KEY"
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """Everything `create_app` needs. Secrets (the LLM key) come from the environment only, so
+    they never show in `ps` or shell history."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    store: Path | str = "wasmagent-server.sqlite"
+    tokens: TokenBook = field(default_factory=TokenBook)
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
+    llm: ChatConfig | None = None
+    rate: float = 20.0
+    burst: int = 40
+    max_message_bytes: int = 1 << 20
+    max_document_bytes: int = 2 << 20
+    request_timeout_s: float = 60.0
+    pool_size: int = 1024
+    max_in_flight: int = 4096
+    max_queued_events: int = 10_000
+    threads: int = 0
+    insecure_no_auth: bool = False
+
+    def check(self) -> None:
+        """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag."""
+        if self.host not in LOOPBACK and not self.tokens.enabled and not self.insecure_no_auth:
+            raise SystemExit(
+                f"refusing to serve {self.host} without authentication: pass --tokens FILE "
+                "(see `python -m wasmagent token`) or --insecure-no-auth")
+
+
+def llm_from_env(url: str | None, model: str | None, timeout_s: float) -> ChatConfig | None:
+    if not url:
+        return None
+    if not model:
+        raise SystemExit("--llm-url needs --llm-model")
+    return ChatConfig(url, model, api_key=os.environ.get(LLM_KEY_ENV) or None,
+                      timeout_s=timeout_s)

@@ -1,0 +1,100 @@
+"""What the running server holds: its one core, guards, counters, and how it logs.
+
+Logs are JSON lines on stderr: the core's telemetry events (`stage` with request id and
+latency) and one `request` line per finished request (id, client, type, outcome, latency),
+plus Python `logging` records in the same shape. Secrets never reach them: tokens are only
+hashed, the LLM key lives in the upstream client, and telemetry redacts secret-named fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..llm.chat import OpenAIChat
+from ..service import Service
+from ..telemetry import Telemetry
+from .config import ServerConfig
+from .security import RateLimiter
+
+TERMINAL = ('{"v":1,"type":"done"', '{"v":1,"type":"error"')
+
+
+@dataclass(slots=True)
+class ServerState:
+    config: ServerConfig
+    service: Service
+    telemetry: Telemetry
+    limiter: RateLimiter
+    llm: OpenAIChat | None = None
+    ready: bool = False
+    ws_connections: int = 0
+    started: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+
+    def begin(self, request_id: str, kind: str, client: str) -> None:
+        self.started[request_id] = (kind, client, time.perf_counter())
+
+    def observe_event(self, event: str) -> None:
+        """Log the end of a request when its terminal event goes out."""
+        if not event.startswith(TERMINAL):
+            return
+        data = json.loads(event)
+        begun = self.started.pop(data.get("id") or "", None)
+        if begun is None:
+            return
+        kind, client, t0 = begun
+        outcome = "ok" if data["type"] == "done" else data.get("code", "error")
+        ms = (time.perf_counter() - t0) * 1000
+        self.telemetry.count("responses", type=kind, outcome=outcome)
+        self.telemetry.log("request", request_id=data["id"], client=client, type=kind,
+                           outcome=outcome, ms=round(ms, 3))
+
+    def metrics(self) -> str:
+        """Prometheus text: the core's counters and stage histograms plus server gauges."""
+        pipeline = self.service.pipeline
+        gauges: dict[str, float] = {
+            "wasmagent_in_flight_requests": len(self.started),
+            "wasmagent_in_flight_questions": pipeline.in_flight,
+            "wasmagent_queue_depth": pipeline.pool.queued + len(pipeline.inbox),
+            "wasmagent_websocket_connections": self.ws_connections,
+            "wasmagent_ready": int(self.ready),
+        }
+        if self.llm is not None:
+            gauges["wasmagent_upstream_breaker_open"] = int(self.llm.breaker.state == "open")
+            gauges["wasmagent_upstream_retries"] = self.llm.retries
+        lines = [self.telemetry.prometheus().rstrip("\n")]
+        for name, value in gauges.items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+class JsonLines(logging.Formatter):
+    """Python log records as the same JSON lines the telemetry writes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                                "event": "log", "logger": record.name,
+                                "message": record.getMessage()}
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"))
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream call is noise
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def write_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")

@@ -1,0 +1,128 @@
+"""A local OpenAI-compatible Chat Completions server for tests and benchmarks (no network).
+
+It streams real `chat.completion.chunk` events (the official `openai` client accepts them; a
+test proves it) and can misbehave on request, so tests can prove retries, the circuit breaker
+and deadlines. `POST /control {"script": [...], "delay": s}` queues one behaviour per coming
+request (`ok`, `fail500`, `fail503`, `fail400`, `drop` — three chunks then a broken
+connection, `slow` — `delay` seconds between chunks, `hang` — headers never come); requests
+beyond the script behave `ok`. `GET /control` tells how many requests arrived.
+
+The answer quotes the first passage it was given: "According to [1], <its first words>."
+
+    python tests/support/fake_openai.py --port 9000 [--key KEY] [--delay 0.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+STATE: dict[str, Any] = {"script": deque(), "delay": 0.0, "requests": 0, "key": None}
+
+
+def answer_for(messages: list[dict[str, Any]]) -> str:
+    user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    match = re.search(r"^\[1\][^\n]*\n(.+)$", user, re.MULTILINE)
+    if not match:
+        return "I don't know: no passages were given."
+    words = match.group(1).split()[:24]
+    return "According to [1], " + " ".join(words).rstrip(".") + "."
+
+
+def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def stream(text: str, model: str, behaviour: str, delay: float) -> AsyncIterator[str]:
+    cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+    yield chunk(cid, model, {"role": "assistant", "content": ""})
+    for n, word in enumerate(re.findall(r"\S+\s*", text)):
+        if behaviour == "drop" and n == 3:
+            raise ConnectionResetError("fake upstream dropped the stream on request")
+        if delay:
+            await asyncio.sleep(delay)
+        yield chunk(cid, model, {"content": word})
+    yield chunk(cid, model, {}, "stop")
+    yield "data: [DONE]\n\n"
+
+
+def error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None,
+                                   "code": None}}, status_code=status)
+
+
+async def completions(request: Request) -> Response:
+    STATE["requests"] += 1
+    if STATE["key"] and request.headers.get("authorization") != f"Bearer {STATE['key']}":
+        return error(401, "Incorrect API key provided", "invalid_request_error")
+    body = await request.json()
+    behaviour = STATE["script"].popleft() if STATE["script"] else "ok"
+    if behaviour.startswith("fail"):
+        return error(int(behaviour[4:]), f"fake upstream failure {behaviour}", "server_error")
+    if behaviour == "hang":
+        await asyncio.sleep(3600)
+    delay = STATE["delay"] if behaviour in ("ok", "drop") else max(STATE["delay"], 0.5)
+    text = answer_for(body.get("messages", []))
+    model = body.get("model", "fake")
+    if body.get("stream"):
+        return StreamingResponse(stream(text, model, behaviour, delay),
+                                 media_type="text/event-stream")
+    return JSONResponse({
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+        "created": int(time.time()), "model": model, "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                  "total_tokens": 10 + len(text.split())}})
+
+
+async def control(request: Request) -> Response:
+    if request.method == "POST":
+        body = await request.json()
+        STATE["script"] = deque(body.get("script", []))
+        STATE["delay"] = float(body.get("delay", STATE["delay"]))
+    return JSONResponse({"requests": STATE["requests"], "script": list(STATE["script"]),
+                         "delay": STATE["delay"]})
+
+
+async def models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [
+        {"id": "fake", "object": "model", "created": 0, "owned_by": "wasmagent-tests"}]})
+
+
+app = Starlette(routes=[
+    Route("/v1/chat/completions", completions, methods=["POST"]),
+    Route("/v1/models", models),
+    Route("/control", control, methods=["GET", "POST"]),
+])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--key", default=None)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    STATE["key"], STATE["delay"] = args.key, args.delay
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", backlog=4096)
+
+
+if __name__ == "__main__":
+    main()
