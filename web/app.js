@@ -48,6 +48,12 @@ function onBootEvent(event) {
       $("boot-progress").value = event.loaded ?? 0;
       $("boot-bytes").textContent = `${mb(event.loaded ?? 0)} / ${mb(event.total)} MB`;
     }
+    if (event.stage === "server") {
+      const labels = { connected: "server: connected", reconnecting: "server: reconnecting…", off: "server" };
+      $("server").hidden = event.message === "off";
+      setPill("server", event.message, labels[event.message] ?? event.message);
+      return;
+    }
     if (event.stage === "ready") {
       $("boot").hidden = true;
       setPill("engine", "ready", "ready");
@@ -311,8 +317,50 @@ async function registerServiceWorker() {
   window.wasmagentUpdate = () => registration.update();
 }
 
+// ---- optional agent server (LLM answers) ---------------------------------------------------
+// The URL and token are kept in this browser's localStorage so the link comes back after a
+// reload; the token never appears in a URL.
+const SERVER_KEY = "wasmagent.server";
+
+async function connectServer(url, token) {
+  $("server-message").textContent = url ? `Connecting to ${url}…` : "Disconnecting…";
+  try {
+    const { result } = await client.request("server.connect", url ? { url, ...(token ? { token } : {}) } : {});
+    if (url) localStorage.setItem(SERVER_KEY, JSON.stringify({ url, token: token || null }));
+    else localStorage.removeItem(SERVER_KEY);
+    $("server-message").textContent = !url
+      ? "Disconnected: answers come from this browser only."
+      : result.connected
+        ? "Connected: questions use the server's LLM, with the local answer as fallback."
+        : `Not connected yet (${result.last_error || "no answer"}); retrying in the background.`;
+  } catch (err) {
+    $("server-message").textContent = `${err.message} (${err.code})`;
+  }
+}
+
+$("server-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  connectServer($("server-url").value.trim(), $("server-token").value.trim());
+});
+$("server-disconnect").addEventListener("click", () => connectServer(null));
+
+function savedServer() {
+  const fromUrl = new URLSearchParams(location.search).get("server");
+  if (fromUrl) return { url: fromUrl, token: null };
+  try {
+    return JSON.parse(localStorage.getItem(SERVER_KEY) || "null");
+  } catch {
+    return null;
+  }
+}
+
 registerServiceWorker().catch((err) => console.warn("service worker:", err));
 client.ready.then(async () => {
   await refreshKbs();
   await restoreHistory();
+  const saved = savedServer();
+  if (saved?.url) {
+    $("server-url").value = saved.url;
+    await connectServer(saved.url, saved.token);
+  }
 });

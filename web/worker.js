@@ -5,6 +5,7 @@ import { loadPyodide } from "./pyodide/pyodide.mjs";
 import * as ortHost from "./ort-host.js";
 import { openStore } from "./idb-store.js";
 import * as vectors from "./vectors.js";
+import { createLink } from "./server-link.js";
 
 const base = new URL("./", import.meta.url);
 const post = (event) => self.postMessage(JSON.stringify(event));
@@ -105,7 +106,12 @@ async function boot() {
   const modelError = await model;
   if (modelError) progress("model", { message: `Embedding model unavailable (${modelError}); using keyword search only` });
   const store = await openStore().catch((err) => ({ error: String(err) }));
+  // Connection changes of the optional agent server reach the page as unattributed progress.
+  const link = createLink({
+    onState: (s) => progress("server", { message: s.connected ? "connected" : s.url ? "reconnecting" : "off" }),
+  });
   const api = {
+    link,
     post: (json) => self.postMessage(json),
     run: (name, feeds) => ortHost.run(name, feeds, fetchBytes),
     models: ortHost.knownModels(),

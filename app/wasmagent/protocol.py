@@ -157,6 +157,17 @@ class HistoryList:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerConnect:
+    """Browser only: connect the agent to an agent server's WebSocket (`ws://` or `wss://`),
+    with an optional bearer token; a null `url` disconnects. Answered with the link's state."""
+
+    TYPE: ClassVar[str] = "server.connect"
+    id: str
+    url: str | None = field(default=None, metadata=_limit(min_len=6, max_len=2048))
+    token: str | None = field(default=None, metadata=_limit(min_len=1, max_len=512))
+
+
+@dataclass(frozen=True, slots=True)
 class DataClear:
     """Delete every stored knowledge base and the conversation history."""
 
@@ -165,10 +176,10 @@ class DataClear:
 
 
 Request = (Status | Ask | Embed | Ingest | Cancel | KbList | KbDelete | KbPassage | HistoryList
-           | DataClear)
+           | DataClear | ServerConnect)
 REQUEST_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls for cls in (Status, Ask, Embed, Ingest, Cancel, KbList, KbDelete, KbPassage,
-                              HistoryList, DataClear)
+                              HistoryList, DataClear, ServerConnect)
 }
 
 # ---- events ---------------------------------------------------------------------------------

@@ -117,7 +117,8 @@ class Service:
                 "mean_batch_size": round(batcher.mean_batch_size, 2),
                 "pending": batcher.pending},
             "llm": None if self.llm is None else {"name": self.llm.name,
-                                                  "available": self.llm.available()},
+                                                  "available": self.llm.available(),
+                                                  **self.llm.details()},
             "metrics": self.telemetry.snapshot(),
             "log": self.telemetry.recent(),
         }

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from js import Object
 from pyodide.ffi import JsException, JsProxy, to_js
 
 from ..agent import Agent
-from ..errors import AgentError, ErrorCode
+from ..errors import AgentError, ErrorCode, UpstreamError
+from ..llm.remote import RemoteLlm
 from ..ports import Host, LoopClock, Tensor
+from ..protocol import Event, Result, ServerConnect
 from ..service import Service, build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
@@ -105,6 +107,52 @@ class JsVectors:
         self._js.drop(space)
 
 
+class JsLink:
+    """The `Link` to an agent server over `web/server-link.js` (a WebSocket that reconnects
+    with backoff by itself)."""
+
+    def __init__(self, link: Any) -> None:
+        self._js = link
+
+    def connected(self) -> bool:
+        return bool(self._js.connected())
+
+    def state(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._js.state().to_py()
+        return found
+
+    async def exchange(self, message: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]:
+        try:
+            handle = self._js.exchange(json.dumps(message))
+        except JsException as exc:
+            raise UpstreamError(str(exc)) from None
+        try:
+            while True:
+                try:
+                    raw = await handle.next()
+                except JsException as exc:
+                    raise UpstreamError(f"the server link failed: {exc}") from None
+                event = json.loads(str(raw))
+                yield event
+                if event.get("type") in ("done", "error"):
+                    return
+        finally:
+            handle.close()
+
+    def connect_handler(self) -> Callable[[ServerConnect, Callable[[Event], None]], Any]:
+        async def handle(request: ServerConnect, emit: Callable[[Event], None]) -> None:
+            if request.url is None:
+                self._js.disconnect()
+            elif not request.url.startswith(("ws://", "wss://")):
+                raise AgentError(ErrorCode.BAD_MESSAGE, "the server URL must start with "
+                                 "ws:// or wss://")
+            else:
+                await self._js.connect(request.url, request.token)
+            emit(Result(request.id, self.state()))
+
+        return handle
+
+
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
     store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
@@ -120,7 +168,9 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
     host = Host(name="browser", clock=LoopClock(), store=store, inference=inference,
                 vectors=JsVectors(api.vectors), vocab=vocab,
                 intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
-    service = build_agent(host, lambda event: api.post(event))
+    link = JsLink(api.link)
+    service = build_agent(host, lambda event: api.post(event), llm=RemoteLlm(link))
+    service.agent.route(ServerConnect, link.connect_handler())
     if store is not None:
         await _seed_default(service, api, info)
     return service.agent

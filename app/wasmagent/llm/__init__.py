@@ -8,7 +8,7 @@ server) and `RemoteLlm` (the agent server, through a `Link` — the browser).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import PassageIn
 from ..runtime.context import Context
@@ -26,6 +26,10 @@ class Llm(Protocol):
 
     def available(self) -> bool:
         """Whether a call has a chance now (configured, connected, breaker not open)."""
+        ...
+
+    def details(self) -> dict[str, Any]:
+        """Facts for `status` (connection state, breaker state...)."""
         ...
 
     def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context

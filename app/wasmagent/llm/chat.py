@@ -14,8 +14,9 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import AgentError, UpstreamError
+from ..errors import AgentError, ErrorCode, UpstreamError
 from ..ports import Clock, HttpStream
 from ..protocol import PassageIn
 from ..runtime.context import Context
@@ -60,6 +61,10 @@ class OpenAIChat:
     def available(self) -> bool:
         return self.breaker.state != "open"
 
+    def details(self) -> dict[str, Any]:
+        return {"model": self.config.model, "breaker": self.breaker.state,
+                "retries": self.retries, "trips": self.breaker.trips}
+
     async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
                      ) -> AsyncIterator[str]:
         body = chat_body(self.config.model, build_messages(question, passages),
@@ -87,8 +92,19 @@ class OpenAIChat:
                             delay)
                 await ctx.run(self._clock.sleep(delay))
                 continue
-            except AgentError:
-                self.breaker.failure()
+            except AgentError as exc:
+                # A caller that cancels (a closed tab, a `cancel` message) says nothing about
+                # the upstream: counting it would let a few impatient users open the breaker
+                # for everyone. A deadline does count: the upstream was too slow.
+                if exc.code is ErrorCode.CANCELLED:
+                    self.breaker.release()
+                else:
+                    self.breaker.failure()
+                raise
+            except BaseException:
+                # Task cancellation or the consumer closing this generator (GeneratorExit):
+                # no verdict either, but a half-open trial must not stay taken forever.
+                self.breaker.release()
                 raise
             self.breaker.success()
             return

@@ -44,6 +44,10 @@ class RemoteLlm:
     def available(self) -> bool:
         return self._link.connected()
 
+    def details(self) -> dict[str, Any]:
+        state = getattr(self._link, "state", None)
+        return dict(state()) if callable(state) else {"connected": self._link.connected()}
+
     async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
                      ) -> AsyncIterator[str]:
         rid = f"{ctx.request_id[:100]}~{next(self._ids)}"

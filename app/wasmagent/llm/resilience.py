@@ -7,6 +7,8 @@ Circuit breaker contract: `closed` lets every call through and counts consecutiv
 `threshold` of them open it. `open` refuses calls (`check` raises `upstream_unavailable`)
 until `reset_after` seconds have passed, then becomes `half_open` and lets one trial call
 through: success closes the breaker, failure opens it again for another `reset_after`.
+A call that ends neither way (its caller cancelled it) `release`s the trial, so the next call
+may be the trial: a trial that never reports back must not keep the breaker open forever.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class CircuitBreaker:
     def success(self) -> None:
         self.failures = 0
         self.opened_at = None
+        self.trial_running = False
+
+    def release(self) -> None:
+        """The call ended without a verdict on the upstream (cancelled by its caller): count
+        nothing, but free the half-open trial slot it may hold."""
         self.trial_running = False
 
     def failure(self) -> None:
