@@ -97,8 +97,8 @@ run_tests() {
   .venv/bin/mypy app
   say "the core in Pyodide (Node)"
   node tests/pyodide/run.mjs
-  say "pytest: unit and end-to-end"
-  .venv/bin/pytest tests/unit tests/e2e -p no:cacheprovider "$@"
+  say "pytest: unit, server (real processes on loopback) and end-to-end"
+  .venv/bin/pytest tests/unit tests/server tests/e2e -p no:cacheprovider "$@"
 }
 
 case ${1:-build} in

@@ -72,7 +72,7 @@ def sections() -> dict[str, Callable[[BenchContext], dict[str, Any]]]:
     found: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
         "boot": lambda ctx: boot.run(ctx.browser, ctx.repeats(5, 2)),
     }
-    for name in ("embed", "peers", "e2e"):
+    for name in ("embed", "peers", "e2e", "server"):
         path = HERE / f"{name}.py"
         if path.exists():
             module = __import__(name)

@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import AgentError, ErrorCode
 from ..hosts.native import HttpxStream, native_host
 from ..llm.chat import OpenAIChat
+from ..llm.resilience import CircuitBreaker
 from ..protocol import MAX_QUESTION, json_schema
 from ..service import Service
 from ..telemetry import Telemetry
@@ -61,7 +62,9 @@ async def _start(config: ServerConfig) -> ServerState:
     llm = None
     if config.llm is not None:
         assert isinstance(host.http, HttpxStream)
-        llm = OpenAIChat(host.http, config.llm, host.clock,
+        breaker = CircuitBreaker(host.clock, config.llm_breaker_threshold,
+                                 config.llm_breaker_reset_s)
+        llm = OpenAIChat(host.http, config.llm, host.clock, breaker=breaker,
                          on_failure=lambda kind: telemetry.count("upstream_errors", kind=kind))
     service = Service(host, lambda event: None, intent_labels=host.intent_labels,
                       telemetry=telemetry, llm=llm, pool_size=config.pool_size,
@@ -181,6 +184,9 @@ async def serve(config: ServerConfig) -> None:
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, ws="websockets",
         ws_max_size=config.max_message_bytes, log_config=None, access_log=False,
+        # Compression costs a zlib context per connection (~100 KB each: 10k idle clients
+        # would need over 1 GB) and CPU per event; protocol events are small JSON lines.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=5, backlog=4096))
     await server.serve()
 

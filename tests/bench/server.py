@@ -1,0 +1,199 @@
+"""Agent server under load, on loopback only, bounded in count and time.
+
+1. Busy: N WebSocket sessions stay connected; each asks one question (`llm` mode with one
+   given passage, so the path is protocol → pipeline → pooled upstream stream → events), the
+   asks arriving open-loop at a fixed rate. Latency is send → `done` at the client. The same
+   client then streams the same completions straight from the fake upstream with httpx at the
+   same rate; the server-added latency is the difference of the two at each percentile.
+   Client, server and upstream share this machine's 2 cores, so the figures include that
+   contention.
+2. Idle: M WebSocket connections open and do nothing; the server's resident memory (VmRSS)
+   before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSAGE = {"source": "ferry.md", "title": "Ferry", "anchor": "ferry",
+           "text": "The ferry to the island leaves at 7:45 every morning from pier four."}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _wait(url: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def _ask(ws: Any, n: int) -> float:
+    rid = f"load-{n}"
+    t0 = time.perf_counter()
+    await ws.send(json.dumps({"v": 1, "type": "ask", "id": rid, "mode": "llm",
+                              "text": "when does the ferry leave?", "passages": [PASSAGE]}))
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        if event["type"] in ("done", "error"):
+            if event["type"] == "error":
+                raise RuntimeError(event)
+            return (time.perf_counter() - t0) * 1000
+
+
+async def _direct(client: httpx.AsyncClient, url: str) -> float:
+    body = {"model": "fake", "stream": True, "messages": [
+        {"role": "user", "content": f"Passages:\n\n[1] Ferry (ferry.md#ferry)\n{PASSAGE['text']}"
+                                    "\n\nQuestion: when does the ferry leave?"}]}
+    t0 = time.perf_counter()
+    async with client.stream("POST", url, json=body) as response:
+        async for _ in response.aiter_raw():
+            pass
+    return (time.perf_counter() - t0) * 1000
+
+
+async def _open_loop(count: int, rate: float, one: Any) -> list[float]:
+    async def at(n: int) -> float:
+        await asyncio.sleep(n / rate)
+        result: float = await one(n)
+        return result
+
+    return list(await asyncio.gather(*(at(n) for n in range(count))))
+
+
+async def _busy(port: int, upstream: int, sessions: int, rate: float) -> dict[str, Any]:
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    sockets = []
+    for start in range(0, sessions, 200):
+        sockets += await asyncio.gather(*(websockets.connect(url, max_queue=None)
+                                          for _ in range(start, min(sessions, start + 200))))
+    await _open_loop(min(100, sessions), rate, lambda n: _ask(sockets[n], -n - 1))  # warm-up
+    server = await _open_loop(sessions, rate, lambda n: _ask(sockets[n], n))
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        target = f"http://127.0.0.1:{upstream}/v1/chat/completions"
+        direct = await _open_loop(sessions, rate, lambda n: _direct(client, target))
+    stats = {}
+    for p in (50, 95, 99):
+        stats[f"p{p}"] = {"server": round(_pct(server, p), 2), "upstream": round(_pct(direct, p), 2),
+                          "added": round(_pct(server, p) - _pct(direct, p), 2)}
+    return {"sessions": sessions, "rate_per_s": rate, "asks": len(server),
+            "mean_ms": round(statistics.fmean(server), 2), **stats}
+
+
+async def _idle(port: int, pid: int, count: int) -> dict[str, Any]:
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    before = _rss_mb(pid)
+    sockets = []
+    for start in range(0, count, 500):
+        sockets += await asyncio.gather(*(websockets.connect(url, max_queue=None)
+                                          for _ in range(start, min(count, start + 500))))
+    await asyncio.sleep(2)
+    after = _rss_mb(pid)
+    alive = sum(1 for ws in sockets if ws.state.name == "OPEN")
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return {"connections": count, "open": alive, "rss_before_mb": round(before, 1),
+            "rss_after_mb": round(after, 1),
+            "per_connection_kb": round((after - before) * 1024 / max(1, count), 1)}
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    _raise_fd_limit()
+    quick = bool(getattr(ctx, "quick", False))
+    sessions, idle = (200, 2000) if quick else (1000, 10_000)
+    upstream, port = _port(), _port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/support/fake_openai.py"),
+                                   "--port", str(upstream)], env=env,
+                                  preexec_fn=_raise_fd_limit)]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "wasmagent", "server", "--port", str(port), "--store",
+             f"{tmp}/load.sqlite", "--rate", "0", "--llm-url",
+             f"http://127.0.0.1:{upstream}/v1", "--llm-model", "fake"],
+            env=env, stderr=subprocess.DEVNULL, preexec_fn=_raise_fd_limit))
+        try:
+            _wait(f"http://127.0.0.1:{upstream}/control")
+            _wait(f"http://127.0.0.1:{port}/readyz")
+            busy = asyncio.run(_busy(port, upstream, sessions, rate=200.0))
+            quiet = asyncio.run(_idle(port, procs[1].pid, idle))
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=20)
+    return {"busy": busy, "idle": quiet}
+
+
+def render(section: dict[str, Any]) -> list[str]:
+    busy, idle = section["busy"], section["idle"]
+    p99 = busy["p99"]["added"]
+    lines = [
+        "## Agent server under load (loopback)",
+        "",
+        f"{busy['sessions']} WebSocket sessions connected; {busy['asks']} asks (`llm` mode, one "
+        f"given passage) arriving open-loop at {busy['rate_per_s']:.0f}/s through the fake "
+        "OpenAI-compatible upstream (no delay). Baseline: the same completions streamed "
+        "straight from the upstream with httpx at the same rate. Client, server and upstream "
+        "share the 2 cores.",
+        "",
+        "| | through the server | upstream alone | server-added |",
+        "|---|---|---|---|",
+    ]
+    for p in ("p50", "p95", "p99"):
+        row = busy[p]
+        lines.append(f"| {p} | {row['server']:.1f} ms | {row['upstream']:.1f} ms | "
+                     f"{row['added']:.1f} ms |")
+    met = "met" if p99 <= 20 else "not met"
+    mem = idle["rss_after_mb"]
+    lines += [
+        "",
+        f"- Goal: p99 added ≤ 20 ms at 1,000 sessions: {met} ({p99:.1f} ms).",
+        f"- {idle['connections']:,} idle WebSocket connections ({idle['open']:,} open at the "
+        f"end): server RSS {idle['rss_before_mb']:.0f} MB → {mem:.0f} MB "
+        f"({idle['per_connection_kb']:.0f} KB per connection). Goal ≤ 500 MB: "
+        f"{'met' if mem <= 500 else 'not met'}.",
+        "",
+    ]
+    return lines
