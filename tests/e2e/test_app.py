@@ -315,3 +315,18 @@ def test_a_full_storage_is_explained_and_answers_keep_coming(browser: Browser, a
         expect(page.locator(".msg.agent").last).to_contain_text("noon sharp", timeout=20_000)
     finally:
         booted.context.close()
+
+
+def test_without_the_embedding_model_the_indicator_says_so_and_answers_keep_coming(
+    browser: Browser, app_url: str
+) -> None:
+    booted = boot(browser, app_url, prepare=lambda context: context.route(
+        "**/model.int8.onnx", lambda route: route.fulfill(status=404, body="gone")))
+    page = booted.page
+    try:
+        expect(page.locator("#engine")).to_have_text("keyword search only", timeout=10_000)
+        _ask(page, "why does the agent run in a plain module worker instead of pyscript?")
+        expect(page.locator(".msg.agent").last.locator(".sources a").first).to_be_visible(
+            timeout=20_000)
+    finally:
+        booted.context.close()
