@@ -64,6 +64,14 @@ class Walk:
         self.problems += _axe_problems(self.page, state)
         self.assert_fits(state, ask_visible=ask_visible)
 
+    def assert_scheme(self) -> None:
+        """The page follows the system's colour scheme: a dark background in dark mode."""
+        luminance = self.page.evaluate("""() => {
+            const [r, g, b] = getComputedStyle(document.body).backgroundColor.match(/\\d+/g).map(Number);
+            return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+        }""")
+        assert (luminance < 0.2) if self.look.scheme == "dark" else (luminance > 0.8), luminance
+
     def assert_fits(self, state: str, *, ask_visible: bool) -> None:
         widths = self.page.evaluate(
             "({scroll: document.documentElement.scrollWidth, inner: innerWidth})")
@@ -78,7 +86,7 @@ def walk(request: pytest.FixtureRequest, browser: Browser, app_url: str) -> Iter
     look: Look = request.param
     phone = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2} if look.phone else {}
     context = browser.new_context(viewport={"width": look.width, "height": look.height},
-                                  color_scheme=look.scheme, **phone)  # type: ignore[arg-type]
+                                  color_scheme=look.scheme, **phone)
     yield Walk(context.new_page(), look, app_url)
     context.close()
 
@@ -87,11 +95,13 @@ def test_every_main_state_passes_axe_and_is_photographed(walk: Walk) -> None:
     page = walk.page
     page.goto(walk.url, wait_until="commit")
     # Boot in progress: the bar counts real bytes, so wait for the first of them.
-    page.wait_for_function("() => document.getElementById('boot-progress').value > 0",
-                           timeout=BOOT_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => !document.getElementById('boot').hidden"
+        " && document.getElementById('boot-progress').value > 0", timeout=BOOT_TIMEOUT_MS)
     walk.shot("boot")
     page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
     expect(page.locator("#engine")).to_have_text("ready")
+    walk.assert_scheme()
     walk.shot("ready")
 
     page.get_by_role("textbox", name="Ask").fill("how does the app keep working offline?")
@@ -110,11 +120,12 @@ def test_every_main_state_passes_axe_and_is_photographed(walk: Walk) -> None:
 
     page.get_by_role("button", name="Knowledge", exact=True).click()
     expect(page.get_by_label("Add documents")).to_be_visible()
-    walk.shot("knowledge", ask_visible=False)
+    beside = not walk.look.phone  # on a phone the panel sits above the conversation
+    walk.shot("knowledge", ask_visible=beside)
 
     page.locator("#diagnostics summary").click()
     expect(page.locator("#stages tbody tr").first).to_be_visible(timeout=10_000)
-    walk.shot("diagnostics", ask_visible=False)
+    walk.shot("diagnostics", ask_visible=beside)
     page.get_by_role("button", name="Knowledge", exact=True).click()
 
     page.context.set_offline(True)
