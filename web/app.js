@@ -4,7 +4,7 @@
 import { AgentClient } from "./bridge.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { kb: "default", ingesting: null };
+const state = { kb: "default", kbs: [], ingesting: null };
 const KINDS = { html: "html", htm: "html", md: "markdown", markdown: "markdown", rst: "rst", txt: "text", text: "text" };
 
 function el(tag, props = {}, ...children) {
@@ -58,11 +58,31 @@ function onBootEvent(event) {
       $("boot").hidden = true;
       setPill("engine", "ready", "ready");
       document.body.dataset.ready = "true";
+      showModelState();
     }
   } else if (event.type === "error") {
     $("boot-label").textContent = `The agent could not start: ${event.message}`;
     setPill("engine", "failed", "failed");
   }
+}
+
+// "ready" alone would hide that answers come from keyword search only when the model failed,
+// or that nothing will be saved because the browser's storage is unavailable.
+async function showModelState() {
+  const status = await client.status().catch(() => null);
+  if (status && !status.model) {
+    setPill("engine", "degraded", "keyword search only");
+    $("engine").title = `Agent: the embedding model is unavailable (${status.model_error || "not loaded"})`;
+  }
+  if (status?.storage_error) storageProblem(status.storage_error);
+}
+
+function storageProblem(detail) {
+  const notice = $("storage");
+  notice.textContent = "This browser’s storage is full or unavailable: documents you add and "
+    + "this conversation are kept only until you close the page. Questions are still answered.";
+  notice.title = detail;
+  notice.hidden = false;
 }
 
 const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined;
@@ -95,6 +115,8 @@ async function openViewer(kb, citation) {
     const { result } = await client.request("kb.passage", { kb, source: citation.source, anchor: citation.anchor || "" });
     const quote = (citation.text || citation.snippet || "").replace(/^…|…$/g, "").trim();
     body.replaceChildren(...result.texts.map((t) => highlighted(t, quote)));
+    // On a small screen the cited sentence can sit far below the top of a long passage.
+    body.querySelector("mark")?.scrollIntoView({ block: "center" });
   } catch {
     /* the snippet shown above is all we have (e.g. the knowledge base was deleted) */
   }
@@ -135,20 +157,26 @@ async function ask(text) {
   refreshDiagnostics();
 }
 
-$("ask-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const input = $("ask");
-  const text = input.value.trim();
-  if (!text) return;
-  input.value = "";
+async function send(text) {
   $("send").disabled = true;
   try {
     await ask(text);
   } finally {
     $("send").disabled = false;
-    input.focus();
+    $("ask").focus();
   }
+}
+
+$("ask-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("ask").value.trim();
+  if (!text) return;
+  $("ask").value = "";
+  send(text);
 });
+for (const button of document.querySelectorAll(".suggestions button")) {
+  button.addEventListener("click", () => send(button.textContent));
+}
 
 // ---- knowledge bases -----------------------------------------------------------------------
 function message(text) {
@@ -157,18 +185,25 @@ function message(text) {
 
 async function refreshKbs() {
   const { result } = await client.request("kb.list");
-  const select = $("kb-select");
+  state.kbs = result.kbs;
   const names = result.kbs.map((k) => k.name);
   if (!names.includes(state.kb)) names.push(state.kb);
-  select.replaceChildren(...names.map((name) => {
-    const info = result.kbs.find((k) => k.name === name);
-    const label = info ? `${name} (${info.chunks} passages, ${info.sources} documents)` : `${name} (empty)`;
-    return el("option", { value: name, textContent: label, selected: name === state.kb });
-  }));
+  // Names only: counts in the options would be cut off in a narrow select.
+  $("kb-select").replaceChildren(...names.map((name) =>
+    el("option", { value: name, textContent: name, selected: name === state.kb })));
+  showKbInfo();
+}
+
+function showKbInfo() {
+  const info = state.kbs.find((k) => k.name === state.kb);
+  $("kb-info").textContent = info
+    ? `${info.chunks} passages from ${info.sources} document(s)`
+    : "Empty: add documents to fill it.";
 }
 
 $("kb-select").addEventListener("change", (e) => {
   state.kb = e.target.value;
+  showKbInfo();
   message(`Questions now go to “${state.kb}”.`);
 });
 
@@ -180,11 +215,11 @@ $("kb-new").addEventListener("click", async () => {
   message(`“${state.kb}” is selected: add documents to fill it.`);
 });
 
-$("toggle-kb").addEventListener("click", () => {
-  const panel = $("kb-panel");
-  panel.hidden = !panel.hidden;
-  $("toggle-kb").setAttribute("aria-expanded", String(!panel.hidden));
-});
+function showPanel(open) {
+  $("kb-panel").hidden = !open;
+  $("toggle-kb").setAttribute("aria-expanded", String(open));
+}
+$("toggle-kb").addEventListener("click", () => showPanel($("kb-panel").hidden));
 
 async function ingestFiles(files) {
   const documents = [];
@@ -197,25 +232,32 @@ async function ingestFiles(files) {
     documents.push({ source: file.name, text: await file.text(), kind });
   }
   if (!documents.length) return;
+  showPanel(true); // files dropped on a closed panel: progress, cancel and outcome live there
   const controller = new AbortController();
   state.ingesting = controller;
   $("ingest").hidden = false;
+  $("ingest-progress").value = 0;
   $("ingest-label").textContent = `Reading ${documents.length} document(s)…`;
+  let indexed = ""; // progress alternates "read <file>" and "indexed <n> passages": show both
   try {
     const { result } = await client.request("ingest", { kb: state.kb, documents }, {
       signal: controller.signal,
       onEvent: (ev) => {
         if (ev.type !== "progress") return;
+        if (ev.message?.startsWith("indexed")) indexed = ev.message;
         $("ingest-progress").max = ev.total || 1;
         $("ingest-progress").value = ev.loaded || 0;
-        $("ingest-label").textContent = ev.message || "";
+        $("ingest-label").textContent = `Read ${ev.loaded} of ${ev.total} document(s)${indexed ? ` · ${indexed}` : ""}`;
       },
     });
     const skipped = result.skipped.length ? `, ${result.skipped.length} skipped` : "";
     message(`Added ${result.chunks_added} passages from ${result.documents} document(s) to “${result.kb}”${skipped}.`);
   } catch (err) {
     if (err.code === "cancelled") message("Adding documents was cancelled; what was already indexed is kept.");
-    else if (err.code === "storage_failed") message(`Storage is full or unavailable (${err.message}). The documents stay usable until you close this page.`);
+    else if (err.code === "storage_failed") {
+      message("Storage is full, so these documents were not saved. You can still ask about them until you close this page.");
+      storageProblem(err.message);
+    }
     else message(`Could not add the documents: ${err.message}`);
   } finally {
     state.ingesting = null;

@@ -8,7 +8,7 @@ makes is recorded so tests can prove nothing leaves localhost.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,12 @@ class Booted:
                 and urlparse(u).hostname not in LOCAL_HOSTS]
 
 
-def boot(browser: Browser, url: str) -> Booted:
+def boot(browser: Browser, url: str,
+         prepare: Callable[[BrowserContext], None] | None = None) -> Booted:
+    """Open `url` in a fresh context (`prepare` may route it first) and wait for ready."""
     context = browser.new_context()
+    if prepare is not None:
+        prepare(context)
     page = context.new_page()
     booted = Booted(page, context)
     # context-level so requests from the worker are seen too

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from wasmagent.server.static import make_server
 
@@ -210,3 +210,123 @@ def test_keyboard_only_use(app: Booted) -> None:
     expect(page.locator("#viewer")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator("#viewer")).to_be_hidden()
+
+
+def _bulk_files(count: int) -> list[dict[str, object]]:
+    """`count` distinct Markdown files of three sections (three passages) each."""
+    return [{"name": f"bulk-{i}.md", "mimeType": "text/markdown",
+             "buffer": "".join(f"## Part {p} of note {i}\n\n"
+                               + f"Note {i}, part {p}, records item {i * 10 + p} of the inventory. " * 3
+                               + "\n\n" for p in range(3)).encode()}
+            for i in range(count)]
+
+
+def _kb_info(page: Page) -> tuple[int, int]:
+    text = page.locator("#kb-info").inner_text()
+    found = re.search(r"(\d+) passages from (\d+) document", text)
+    assert found, text
+    return int(found[1]), int(found[2])
+
+
+def test_named_knowledge_bases_are_created_switched_and_deleted(app: Booted) -> None:
+    page = app.page
+    _open_panel(page)
+    page.once("dialog", lambda d: d.accept("pets"))
+    page.get_by_role("button", name="New knowledge base…").click()
+    expect(page.get_by_label("Knowledge base", exact=True)).to_have_value("pets")
+    page.get_by_label("Add documents").set_input_files([
+        {"name": "pets.md", "mimeType": "text/markdown",
+         "buffer": b"# Pets\n\nThe tortoise named Ludwig eats dandelion leaves on Sundays."}])
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+    _ask(page, "what does the tortoise eat?")
+    expect(page.locator(".msg.agent").last).to_contain_text("dandelion", timeout=20_000)
+    page.get_by_label("Knowledge base", exact=True).select_option("default")
+    _ask(page, "what does the tortoise eat?")
+    expect(page.locator(".msg.agent").last.locator(".text")).not_to_have_text("…", timeout=20_000)
+    expect(page.locator(".msg.agent").last).not_to_contain_text("dandelion")
+    page.get_by_label("Knowledge base", exact=True).select_option("pets")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete this knowledge base").click()
+    expect(page.locator("#kb-message")).to_contain_text("Deleted “pets”", timeout=10_000)
+    expect(page.get_by_label("Knowledge base", exact=True)).to_have_value("default")
+    expect(page.locator("#kb-select option[value=pets]")).to_have_count(0)
+
+
+def test_a_running_ingestion_can_be_cancelled(app: Booted) -> None:
+    page = app.page
+    _open_panel(page)
+    page.once("dialog", lambda d: d.accept("stopped"))
+    page.get_by_role("button", name="New knowledge base…").click()
+    page.get_by_label("Add documents").set_input_files(_bulk_files(80))  # 240 passages
+    # Cancel once the first batch is indexed: some work is kept, most is not done.
+    expect(page.locator("#ingest")).to_be_visible(timeout=10_000)
+    expect(page.locator("#ingest-label")).to_contain_text("indexed", timeout=60_000)
+    page.get_by_role("button", name="Cancel adding documents").click()
+    expect(page.locator("#kb-message")).to_contain_text("cancelled", timeout=30_000)
+    expect(page.locator("#ingest")).to_be_hidden()
+    expect(page.locator("#kb-info")).to_contain_text("passages", timeout=10_000)
+    passages, documents = _kb_info(page)
+    assert 0 < passages < 240
+    assert documents < 80
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete this knowledge base").click()
+    expect(page.get_by_label("Knowledge base", exact=True)).to_have_value("default")
+
+
+# Swaps the worker's IndexedDB adapter for one whose writes fail like an exhausted quota once a
+# test says so (on a BroadcastChannel): it exists only in the copy this test routes in.
+FULL_STORAGE_HOOK = """
+let full = false;
+const channel = new BroadcastChannel("wasmagent-test-storage");
+channel.onmessage = () => { full = true; channel.postMessage("full"); };
+export async function openStore(name) {
+  const store = await realOpenStore(name);
+  const refuse = () => Promise.reject(new DOMException("The quota has been exceeded.", "QuotaExceededError"));
+  return { ...store, put: (key, value) => (full ? refuse() : store.put(key, value)) };
+}
+"""
+
+
+def _with_fillable_storage(context: BrowserContext) -> None:
+    def fulfil(route: Route) -> None:
+        real = route.fetch()
+        source = real.text().replace("export async function openStore(", "async function realOpenStore(")
+        assert "realOpenStore" in source
+        route.fulfill(response=real, body=source + FULL_STORAGE_HOOK)
+    context.route("**/idb-store.js", fulfil)
+
+
+def test_a_full_storage_is_explained_and_answers_keep_coming(browser: Browser, app_url: str) -> None:
+    booted = boot(browser, app_url, prepare=_with_fillable_storage)
+    page = booted.page
+    try:
+        page.evaluate("""() => new Promise((resolve) => {
+            const channel = new BroadcastChannel('wasmagent-test-storage');
+            channel.onmessage = resolve;
+            channel.postMessage('fill');
+        })""")
+        _open_panel(page)
+        page.get_by_label("Add documents").set_input_files([
+            {"name": "lighthouse.md", "mimeType": "text/markdown",
+             "buffer": b"# Lighthouse\n\nThe keeper feeds the lighthouse cat at noon sharp."}])
+        expect(page.locator("#kb-message")).to_contain_text("Storage is full", timeout=30_000)
+        expect(page.get_by_role("alert")).to_contain_text("storage is full or unavailable")
+        _ask(page, "when is the lighthouse cat fed?")
+        expect(page.locator(".msg.agent").last).to_contain_text("noon sharp", timeout=20_000)
+    finally:
+        booted.context.close()
+
+
+def test_without_the_embedding_model_the_indicator_says_so_and_answers_keep_coming(
+    browser: Browser, app_url: str
+) -> None:
+    booted = boot(browser, app_url, prepare=lambda context: context.route(
+        "**/model.int8.onnx", lambda route: route.fulfill(status=404, body="gone")))
+    page = booted.page
+    try:
+        expect(page.locator("#engine")).to_have_text("keyword search only", timeout=10_000)
+        _ask(page, "why does the agent run in a plain module worker instead of pyscript?")
+        expect(page.locator(".msg.agent").last.locator(".sources a").first).to_be_visible(
+            timeout=20_000)
+    finally:
+        booted.context.close()

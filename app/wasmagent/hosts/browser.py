@@ -155,12 +155,15 @@ class JsLink:
 
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
-    store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
+    store_error = getattr(api.store, "error", None)
+    store = None if store_error else IndexedDbStore(api.store)
     info: dict[str, object] = {
         "threads": int(api.threads),
         "cross_origin_isolated": bool(api.crossOriginIsolated),
         "boot_ms": round(float(api.bootMs()), 1),
     }
+    if store_error:
+        info["storage_error"] = str(store_error)
     model_error = api.modelError
     if model_error:
         info["model_error"] = str(model_error)
