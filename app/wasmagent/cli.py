@@ -56,6 +56,8 @@ def _server(args: argparse.Namespace) -> int:
         tokens=TokenBook.load(args.tokens) if args.tokens else TokenBook(),
         origins=OriginPolicy(frozenset(o.rstrip("/") for o in args.allow_origin)),
         llm=llm_from_env(args.llm_url, args.llm_model, args.llm_timeout),
+        llm_breaker_threshold=args.llm_breaker_threshold,
+        llm_breaker_reset_s=args.llm_breaker_reset,
         rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
         max_document_bytes=args.max_document_bytes, threads=args.threads,
         insecure_no_auth=args.insecure_no_auth)
@@ -92,6 +94,10 @@ def _add_server(commands: Any) -> None:
     server.add_argument("--llm-model", help="the model name to ask for")
     server.add_argument("--llm-timeout", type=float, default=30.0,
                         help="seconds to connect and between streamed pieces")
+    server.add_argument("--llm-breaker-threshold", type=int, default=5, metavar="N",
+                        help="consecutive LLM failures that open the circuit breaker")
+    server.add_argument("--llm-breaker-reset", type=float, default=30.0, metavar="SECONDS",
+                        help="how long an open breaker refuses calls before one trial call")
     server.add_argument("--rate", type=float, default=20.0, help="requests/s per client")
     server.add_argument("--burst", type=int, default=40, help="burst size per client")
     server.add_argument("--max-message-bytes", type=int, default=1 << 20)

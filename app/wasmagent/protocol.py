@@ -309,6 +309,10 @@ def decode(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AgentError(ErrorCode.BAD_JSON, f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        # `[[[[...` a few thousand deep: json's C scanner gives up with RecursionError, which
+        # escaped `Agent.submit` and closed the server's WebSocket with 1011.
+        raise AgentError(ErrorCode.BAD_JSON, "message is nested too deeply") from None
     if not isinstance(value, dict):
         raise AgentError(ErrorCode.BAD_JSON, "message must be a JSON object")
     return value

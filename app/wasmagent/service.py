@@ -51,7 +51,8 @@ class Service:
 
     def __init__(self, host: Host, sink: Sink, *, intent_labels: tuple[str, ...] | None = None,
                  telemetry: Telemetry | None = None, llm: Llm | None = None,
-                 pool_size: int = 8, max_in_flight: int = 1024) -> None:
+                 pool_size: int = 8, max_in_flight: int = 1024,
+                 timeout_s: float = 30.0) -> None:
         self.host = host
         self.telemetry = telemetry or Telemetry(clock=host.clock)
         self.tokenizer = WordPieceTokenizer.from_vocab_text(host.vocab) if host.vocab else None
@@ -74,7 +75,7 @@ class Service:
             workers[Route.LLM] = LlmWorker(self.library, DEFAULT_KB, llm)
         self.pipeline = Pipeline(router, workers, store=host.store, clock=host.clock,
                                  observe=self._observe, pool_size=pool_size,
-                                 max_in_flight=max_in_flight)
+                                 max_in_flight=max_in_flight, timeout_s=timeout_s)
         self.agent = self.connect(sink)
 
     def connect(self, sink: Sink, admit: Admit | None = None) -> Agent:

@@ -148,12 +148,12 @@ def run(ctx: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/support/fake_openai.py"),
                                    "--port", str(upstream)], env=env,
-                                  preexec_fn=_raise_fd_limit)]
+                                  )]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "wasmagent", "server", "--port", str(port), "--store",
              f"{tmp}/load.sqlite", "--rate", "0", "--llm-url",
              f"http://127.0.0.1:{upstream}/v1", "--llm-model", "fake"],
-            env=env, stderr=subprocess.DEVNULL, preexec_fn=_raise_fd_limit))
+            env=env, stderr=subprocess.DEVNULL))
         try:
             _wait(f"http://127.0.0.1:{upstream}/control")
             _wait(f"http://127.0.0.1:{port}/readyz")

@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -34,6 +35,7 @@ from .state import ServerState, write_stderr
 STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
           ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413, ErrorCode.NOT_READY: 503,
           ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400}
+WS_FRAME_CAP = 4
 
 
 class AskBody(BaseModel):
@@ -68,7 +70,8 @@ async def _start(config: ServerConfig) -> ServerState:
                          on_failure=lambda kind: telemetry.count("upstream_errors", kind=kind))
     service = Service(host, lambda event: None, intent_labels=host.intent_labels,
                       telemetry=telemetry, llm=llm, pool_size=config.pool_size,
-                      max_in_flight=config.max_in_flight)
+                      max_in_flight=config.max_in_flight,
+                      timeout_s=config.request_timeout_s)
     service.start()
     state = ServerState(config, service, telemetry, RateLimiter(config.rate, config.burst),
                         llm=llm)
@@ -109,11 +112,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     def client(request: Request, st: ServerState = Depends(state)) -> str:  # noqa: B008
         return _http_client(st, request)
 
-    @app.exception_handler(AgentError)
-    async def agent_error(request: Request, exc: AgentError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
-        return JSONResponse({"error": {"code": exc.code.value, "message": exc.message}},
-                            status_code=STATUS.get(exc.code, 500), headers=headers)
+    app.add_exception_handler(AgentError, _agent_error)  # type: ignore[arg-type]
+    # FastAPI's default for a bad body (422 `{"detail": [...]}`) would break the rule that
+    # every HTTP error is `{"error": {"code", "message"}}` with a protocol code.
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
 
     @app.get("/healthz", summary="Liveness: the process serves HTTP")
     async def healthz() -> dict[str, str]:
@@ -157,6 +159,24 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
+async def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
+    return JSONResponse({"error": {"code": exc.code.value, "message": exc.message}},
+                        status_code=STATUS.get(exc.code, 500), headers=headers)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return await _agent_error(request, AgentError(ErrorCode.BAD_JSON,
+                                                      "the request body is not valid JSON"))
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = str(first.get("msg", "the request body is not valid"))
+    return await _agent_error(request, AgentError(
+        ErrorCode.BAD_MESSAGE, f"field {where!r}: {message}" if where else message))
+
+
 def _readiness(st: ServerState | None) -> dict[str, Any]:
     body: dict[str, Any] = {"ready": bool(st and st.ready)}
     if st is not None:
@@ -181,9 +201,16 @@ async def serve(config: ServerConfig) -> None:
 
     config.check()
     app = create_app(config)
+    # The WebSocket layer's own cap sits above `max_message_bytes`: a message just over the
+    # limit gets a typed `too_large` error from `run_websocket` and the connection stays open
+    # (with the cap at the limit, uvicorn closed it with a bare 1009); only frames over
+    # WS_FRAME_CAP times the limit are cut off there, which still bounds memory.
+    # `websockets-sansio`: the plain `websockets` implementation is deprecated and printed a
+    # non-JSON warning on stderr, among the JSON log lines.
     server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, ws="websockets",
-        ws_max_size=config.max_message_bytes, log_config=None, access_log=False,
+        app, host=config.host, port=config.port, ws="websockets-sansio",
+        ws_max_size=WS_FRAME_CAP * config.max_message_bytes, log_config=None,
+        access_log=False,
         # Compression costs a zlib context per connection (~100 KB each: 10k idle clients
         # would need over 1 GB) and CPU per event; protocol events are small JSON lines.
         ws_per_message_deflate=False,

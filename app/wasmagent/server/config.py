@@ -24,6 +24,8 @@ class ServerConfig:
     tokens: TokenBook = field(default_factory=TokenBook)
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     llm: ChatConfig | None = None
+    llm_breaker_threshold: int = 5
+    llm_breaker_reset_s: float = 30.0
     rate: float = 20.0
     burst: int = 40
     max_message_bytes: int = 1 << 20

@@ -49,11 +49,15 @@ class EventQueue:
         return await self._queue.get()
 
 
-def admit(state: ServerState, client: str) -> Callable[[Request], None]:
-    """The per-request checks every valid request passes: rate limit and document sizes."""
+def admit(state: ServerState, client: str, *, charge: bool = True
+          ) -> Callable[[Request], None]:
+    """The per-request checks every valid request passes: rate limit and document sizes.
+    `charge=False` when the HTTP route already took this request's rate-limit token (charging
+    it twice halved every HTTP client's rate)."""
 
     def check(request: Request) -> None:
-        state.limiter.take(client)
+        if charge:
+            state.limiter.take(client)
         if isinstance(request, Ingest):
             limit = state.config.max_document_bytes
             for doc in request.documents:
@@ -69,9 +73,24 @@ def admit(state: ServerState, client: str) -> Callable[[Request], None]:
 def _sink(state: ServerState, events: EventQueue) -> Callable[[str], None]:
     def sink(event: str) -> None:
         state.observe_event(event)
-        events.put(event)
+        events.put(utf8_safe(event))
 
     return sink
+
+
+def utf8_safe(event: str) -> str:
+    """The event as text UTF-8 can carry. Events may echo client strings (a request id) that
+    hold lone surrogates (`"\\ud800"` is valid JSON), which UTF-8 — the text encoding of
+    WebSocket frames and of our HTTP bodies — cannot encode: the failed send killed the
+    connection's writer, and the client waited forever. Such events are re-serialised with
+    ASCII escapes, which decode to the same JSON value."""
+    if event.isascii():
+        return event
+    try:
+        event.encode()
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(event), separators=(",", ":"))
+    return event
 
 
 def ws_token(websocket: WebSocket) -> str | None:
@@ -124,7 +143,9 @@ async def _read(state: ServerState, websocket: WebSocket, agent: Agent) -> None:
         if message["type"] == "websocket.disconnect":
             return
         raw: str | bytes = message.get("text") or message.get("bytes") or b""
-        if len(raw) > limit:
+        # the limit is in bytes, and a character may take up to 4 of them
+        size = len(raw) if isinstance(raw, bytes) or len(raw) * 4 <= limit else len(raw.encode())
+        if size > limit:
             agent_error = AgentError(ErrorCode.TOO_LARGE, f"message is over {limit} bytes")
             await websocket.send_text(Error.from_exc(None, agent_error).to_json())
             continue
@@ -146,7 +167,7 @@ async def sse_answer(state: ServerState, body: dict[str, Any], client: str
     """One `ask` as Server-Sent Events: `event: <type>` / `data: <event JSON>` until the
     terminal event. Closing the stream (client gone) cancels the request."""
     events = EventQueue(state.config.max_queued_events)
-    agent = state.service.connect(_sink(state, events), admit=admit(state, client))
+    agent = state.service.connect(_sink(state, events), admit=admit(state, client, charge=False))
     rid = f"sse-{uuid.uuid4().hex[:16]}"
     agent.submit({"v": PROTOCOL_VERSION, "type": "ask", "id": rid, **body})
     try:
