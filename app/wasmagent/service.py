@@ -34,11 +34,13 @@ from .protocol import (
     KbPassage,
     Progress,
     Result,
+    ToolsLoad,
 )
 from .runtime.context import Context
 from .telemetry import Telemetry
 from .text.tokenizer import WordPieceTokenizer
 from .tools import default_tools, parse_tool_request
+from .tools.owner import SiteTools, ToolCall
 
 DEFAULT_KB = "default"
 INTENT_LABELS = ("question", "tool", "smalltalk", "out_of_scope")
@@ -59,7 +61,8 @@ class Service:
             intent = IntentClassifier(host.inference, intent_labels or INTENT_LABELS)
         self.library = Library(host.store, host.vectors, self.embedder)
         self.tools = default_tools(clock=host.clock)
-        router = Router(parse_tool=parse_tool_request, embedder=self.embedder, intent=intent)
+        self.site_tools = SiteTools(self.tools)
+        router = Router(parse_tool=self._parse_tool, embedder=self.embedder, intent=intent)
         workers: dict[Route, Worker] = {
             Route.RETRIEVE: RetrievalWorker(self.library, DEFAULT_KB),
             Route.TOOL: ToolWorker(self.tools),
@@ -76,6 +79,7 @@ class Service:
         self.agent.route(KbPassage, self._kb_passage)
         self.agent.route(HistoryList, self._history)
         self.agent.route(DataClear, self._clear)
+        self.agent.route(ToolsLoad, self._tools_load)
 
     def start(self) -> Agent:
         self.pipeline.start()
@@ -102,6 +106,7 @@ class Service:
                 "batches": batcher.batches_run, "items": batcher.items_run,
                 "mean_batch_size": round(batcher.mean_batch_size, 2),
                 "pending": batcher.pending},
+            "tools": [t.name for t in self.tools],
             "metrics": self.telemetry.snapshot(),
             "log": self.telemetry.recent(),
         }
@@ -166,6 +171,16 @@ class Service:
             await store.delete(key)
         emit(Result(request.id, {"knowledge_bases": kbs, "history": len(history)}))
 
+    def _parse_tool(self, text: str) -> ToolCall | None:
+        # The site owner's rules are more specific to their site than the built-in ones.
+        return self.site_tools.match(text) or parse_tool_request(text)
+
+    async def _tools_load(self, request: ToolsLoad, emit: Callable[[Event], None]) -> None:
+        loaded = await self.site_tools.load(request.code, request.source)
+        emit(Result(request.id, {"source": loaded.source,
+                                 "tools": [t.name for t in loaded.tools],
+                                 "routes": len(loaded.rules)}))
+
     def _need_store(self) -> Store:
         if self.host.store is None:
             raise AgentError(ErrorCode.STORAGE, "this host has no storage")
@@ -176,7 +191,7 @@ class Service:
         store = self._need_store()
         if await store.get(f"kb/{name}/meta") is not None:
             return False
-        await load_dump(store, dump)
+        await load_dump(store, dump, only=f"kb/{name}/")
         return True
 
 
