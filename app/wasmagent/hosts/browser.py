@@ -24,7 +24,7 @@ from pyodide.ffi import JsException, JsProxy, to_js
 
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode
-from ..ports import Host, LoopClock, Tensor
+from ..ports import Host, LoopClock, MemoryStore, Store, Tensor
 from ..service import Service, build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
@@ -110,12 +110,18 @@ class JsVectors:
 
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
-    store = None if getattr(api.store, "error", None) else IndexedDbStore(api.store)
+    store_error = getattr(api.store, "error", None)
+    # Without IndexedDB (a browser that blocks storage in third-party frames, private modes)
+    # everything still works for as long as the page is open.
+    store = MemoryStore() if store_error else IndexedDbStore(api.store)
     info: dict[str, object] = {
+        "storage": "memory" if store_error else "indexeddb",
         "threads": int(api.threads),
         "cross_origin_isolated": bool(api.crossOriginIsolated),
         "boot_ms": round(float(api.bootMs()), 1),
     }
+    if store_error:
+        info["storage_error"] = str(store_error)
     model_error = api.modelError
     if model_error:
         info["model_error"] = str(model_error)
@@ -124,19 +130,19 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
                 vectors=JsVectors(api.vectors), vocab=vocab,
                 intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
     service = build_agent(host, lambda event: api.post(event))
-    if store is not None:
-        await _seed(service, api, str(api.kb or "default"), info)
+    await _seed(service, store, api, str(api.kb or "default"), info)
     return service.agent
 
 
-async def _seed(service: Service, api: Any, name: str, info: dict[str, object]) -> None:
-    """Load a shipped knowledge base into IndexedDB on first boot (or after a clear)."""
+async def _seed(service: Service, store: Store, api: Any, name: str,
+                info: dict[str, object]) -> None:
+    """Install a shipped knowledge base on first boot (or after a clear, or in memory)."""
     info["kb"] = name
     try:
         if not SHIPPED_KB.fullmatch(name):
             raise AgentError(ErrorCode.NOT_FOUND, f"{name!r} is not a shipped knowledge base "
                              "name (letters, digits, - and _)")
-        if await service.host.store.get(f"kb/{name}/meta") is None:  # type: ignore[union-attr]
+        if await store.get(f"kb/{name}/meta") is None:
             data = await api.fetchBytes(f"kb/{name}.kv")
             await service.seed(name, data.to_bytes())
     except (JsException, AgentError) as exc:
