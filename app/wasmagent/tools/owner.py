@@ -16,9 +16,9 @@ A tools file is plain Python, run once in a fresh module namespace:
 - `route(pattern, tool=None, args=None)` adds a routing rule: a question in which the regular
   expression is found (case-insensitively) goes to that tool, called with `args` plus the
   pattern's named groups that matched (a group's text becomes an int or a float for such a
-  parameter; for a bool one, a group that matched is true unless it reads false/no/off/0). As a decorator it routes to the decorated tool, above or
-  below `@tool`; called with a tool name it routes to that tool. Owner rules are tried in file
-  order, before the built-in rules.
+  parameter; for a bool one, a group that matched is true unless it reads false/no/off/0).
+  As a decorator it routes to the decorated tool, above or below `@tool`; called with a tool
+  name it routes to that tool. Owner rules are tried in file order, before the built-in ones.
 - The file may `await` at top level (for example to fetch data once when it loads).
 
 Contract of `await load_file(code, source, reserved)`:
