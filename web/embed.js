@@ -90,7 +90,10 @@ addEventListener("keydown", (e) => {
 try {
   await client.ready;
   const status = await client.status();
-  if (status.seed_error) notice(`The knowledge base “${config.kb}” is not available: ${status.seed_error}`);
+  if (status.seed_error) {
+    notice(`The knowledge base “${config.kb}” is not available: ${status.seed_error}`);
+    report("not_found", `data-kb="${config.kb}": ${status.seed_error}`);
+  }
   send({
     type: "ready",
     threads: status.threads,

@@ -179,16 +179,25 @@ iframe{position:absolute;inset:0;width:100%;height:100%;border:0;display:block}
   }
 
   // ---- open, close, ask ---------------------------------------------------------------------
+  // Showing the panel only writes to the DOM. The frame is created, then focused, in later
+  // tasks, after the panel has painted: a forced layout with a new frame in it can cost tens of
+  // milliseconds on a slow device, and each step must stay far below a 50 ms long task.
+  const later = (fn) => requestAnimationFrame(() => setTimeout(fn));
   function show() {
-    ensureFrame();
     if (!panel.hidden) return;
     panel.hidden = false;
     wrap.classList.add("open");
     aria(launcher, { expanded: "true" });
     launcher.replaceChildren(icon(CROSS));
-    frame.focus();
-    if (state === "app" || state === "ready") port.postMessage({ type: "focus" });
     emit("open");
+    later(() => {
+      ensureFrame();
+      later(() => {
+        if (panel.hidden) return;
+        frame.focus({ preventScroll: true });
+        if (state === "app" || state === "ready") port.postMessage({ type: "focus" });
+      });
+    });
   }
 
   function hide() {

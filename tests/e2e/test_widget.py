@@ -353,6 +353,23 @@ def test_screenshots_closed_and_open_on_desktop_and_phone(journey: Journey) -> N
     assert [e["type"] for e in journey.visit.events()][-1] == "close"
 
 
+def test_keyboard_users_open_it_type_and_close_it_with_escape(journey: Journey) -> None:
+    page = journey.visit.page
+    launcher = page.get_by_role("button", name="Acme help", exact=True)
+    launcher.focus()
+    page.keyboard.press("Enter")
+    expect(launcher).to_have_attribute("aria-expanded", "true")
+    ask = journey.visit.widget().get_by_role("textbox", name="Ask")
+    expect(ask).to_be_focused()
+    page.keyboard.type("what is 3 * 3")
+    page.keyboard.press("Enter")
+    expect(journey.visit.widget().locator(".msg.agent").last).to_have_text("3 * 3 = 9")
+    page.keyboard.press("Escape")
+    expect(page.locator("wasmagent-widget .panel")).to_be_hidden()
+    expect(launcher).to_be_focused()
+    expect(launcher).to_have_attribute("aria-expanded", "false")
+
+
 def test_a_site_not_on_the_allowlist_sees_a_refusal_in_the_frame(
     browser: Browser, sites: Sites
 ) -> None:
@@ -434,7 +451,15 @@ def test_a_strict_csp_host_with_preloading_its_own_kb_and_a_broken_tools_file(
 
 def test_a_cross_origin_isolated_host_can_embed_it(browser: Browser, sites: Sites) -> None:
     with _visiting(browser, f"{sites.host}/isolated.html") as visit:
-        assert visit.page.evaluate("crossOriginIsolated") is True
-        answer = visit.page.evaluate("wasmagent.ask('what is 2^10')")
+        page = visit.page
+        assert page.evaluate("crossOriginIsolated") is True
+        page.evaluate("""() => { window.hostLog = {events: []};
+            wasmagent.on('error', (detail) => hostLog.events.push({type: 'error', detail})); }""")
+        answer = page.evaluate("wasmagent.ask('what is 2^10')")
         assert answer["text"] == "2^10 = 1024"
+        # Its data-kb names a knowledge base the app does not ship: said once, clearly.
+        missing = visit.wait_for_event("error")["detail"]
+        assert missing["code"] == "not_found"
+        assert missing["message"].startswith('data-kb="missing": ')
+        assert "kb/missing.kv: HTTP 404" in missing["message"]
         assert visit.errors == []
