@@ -3,9 +3,9 @@
 // own view), loads the site owner's tools file, and talks to the host page only through the
 // MessagePort of the handshake (embed-link.js).
 //
-// Port messages, frame -> host: hello {page}, ready {threads, crossOriginIsolated, kb, tools,
-// version}, answer {question, answer}, error {code, message, question?}, reply {id, answer |
-// error}, close. Host -> frame: tools {source, code | error}, ask {id, text}, focus.
+// Port messages, frame -> host: hello {page}, ready {threads, crossOriginIsolated, storage, kb,
+// tools, version}, answer {question, answer}, error {code, message, question?}, reply {id,
+// answer | error}, close. Host -> frame: tools {source, code | error}, ask {id, text}, focus.
 import { AgentClient } from "./bridge.js";
 import { Chat, bootView } from "./chat.js";
 import { connectHost } from "./embed-link.js";

@@ -138,6 +138,8 @@ iframe{position:absolute;inset:0;width:100%;height:100%;border:0;display:block}
     port = channel.port1;
     port.onmessage = (e) => receive(e.data || {});
     frame.contentWindow.postMessage({ wasmagent: 1, type: "connect", config }, app.origin, [channel.port2]);
+    // A reloaded frame lost the questions it had: they go again once it is up.
+    for (const ask of pending.values()) ask.sent = false;
     clearTimeout(watchdog);
     watchdog = setTimeout(() => fail("unreachable", `The assistant at ${app.origin} did not answer.`), 20000);
   }
