@@ -206,20 +206,30 @@ def write_default_kb() -> None:
     for stale in WORK.glob("default-kb.sqlite*"):
         stale.unlink()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
-    subprocess.run([sys.executable, "-m", "wasmagent", "ingest", *map(str, sources),
-                    "--kb", str(db), "--name", "default"], check=True, env=env,
+    wasmagent = [sys.executable, "-m", "wasmagent"]
+    subprocess.run([*wasmagent, "ingest", *map(str, sources), "--kb", str(db),
+                    "--name", "default"], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    sys.path.insert(0, str(ROOT / "app"))
-    import sqlite3
-
-    from wasmagent.knowledge.dump import encode
-
-    con = sqlite3.connect(db)
-    pairs = con.execute("SELECT key, value FROM kv WHERE key LIKE 'kb/default/%' ORDER BY key")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(encode((k, bytes(v)) for k, v in pairs))
-    con.close()
+    subprocess.run([*wasmagent, "export", "--kb", str(db), "--name", "default",
+                    "--out", str(out)], check=True, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
     write_stamp("default-kb", key)
+
+
+def write_embed_config() -> None:
+    """`dist/embed.json`: the sites allowed to embed the widget, from `EMBED_ORIGINS`
+    (space-separated origins; see app/wasmagent/server/embed.py). Unset: no other site.
+    `python -m wasmagent serve --embed-origin URL` replaces the list at serve time."""
+    sys.path.insert(0, str(ROOT / "app"))
+    from wasmagent.server.embed import config_json, normalize_origins
+
+    try:
+        origins = normalize_origins(os.environ.get("EMBED_ORIGINS", "").split())
+    except ValueError as exc:
+        raise SystemExit(f"EMBED_ORIGINS: {exc}") from None
+    out = DIST / "embed.json"
+    data = config_json(origins)
+    if not out.exists() or out.read_bytes() != data:
+        out.write_bytes(data)
 
 
 def write_icons() -> None:
@@ -251,6 +261,7 @@ def main() -> None:
     write_default_kb()
     write_manifest()
     write_schema()
+    write_embed_config()
     write_icons()
     write_service_worker()
     print(f"dist/ ready: {', '.join(w.name for w in wheels)}")

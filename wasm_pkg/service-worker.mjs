@@ -6,7 +6,8 @@ const dist = process.argv[2];
 const { count, size, warnings } = await generateSW({
   globDirectory: dist,
   globPatterns: ["**/*.{html,js,mjs,css,json,wasm,zip,whl,onnx,txt,kv,png,svg,webmanifest}"],
-  globIgnores: ["sw.js", "workbox-*.js", "bench/**"],
+  // widget.js runs on other sites' pages; embed.json (the embed allowlist) must never be stale.
+  globIgnores: ["sw.js", "workbox-*.js", "bench/**", "widget.js", "embed.json"],
   swDest: `${dist}/sw.js`,
   // The runtime, the model and the Python stdlib are large; all are needed offline.
   maximumFileSizeToCacheInBytes: 64 * 1024 * 1024,
@@ -18,8 +19,9 @@ const { count, size, warnings } = await generateSW({
   cleanupOutdatedCaches: true,
   navigateFallback: "index.html",
   navigateFallbackDenylist: [/^\/widget/],
-  // ?threads=N on the page and worker URLs selects onnxruntime-web threads; same files.
-  ignoreURLParametersMatching: [/^utm_/, /^threads$/],
+  // ?threads=N (onnxruntime-web threads) and ?kb=NAME (the knowledge base a worker installs)
+  // on the worker URL select behaviour, not different files.
+  ignoreURLParametersMatching: [/^utm_/, /^threads$/, /^kb$/],
   sourcemap: false,
   mode: "production",
 });

@@ -1,26 +1,12 @@
-// The page: boots the agent worker through bridge.js and runs the chat, knowledge bases,
-// diagnostics and offline updates. Everything that comes from documents, questions or answers
-// is inserted with textContent, never as HTML.
+// The page: boots the agent worker through bridge.js and runs the chat (chat.js, shared with
+// the embedded widget), knowledge bases, diagnostics and offline updates. Everything that comes
+// from documents, questions or answers is inserted with textContent, never as HTML.
 import { AgentClient } from "./bridge.js";
+import { Chat, bootView, el } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { kb: "default", kbs: [], ingesting: null };
 const KINDS = { html: "html", htm: "html", md: "markdown", markdown: "markdown", rst: "rst", txt: "text", text: "text" };
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  node.append(...children);
-  return node;
-}
-
-function say(role, text) {
-  const div = el("div", { className: `msg ${role}` });
-  div.append(el("span", { className: "text", textContent: text }));
-  $("log").append(div);
-  div.scrollIntoView({ block: "end" });
-  return div;
-}
 
 function setPill(id, st, text) {
   const node = $(id);
@@ -36,34 +22,25 @@ addEventListener("offline", showNetwork);
 showNetwork();
 
 // ---- boot ----------------------------------------------------------------------------------
-const STAGES = { runtime: "Loading the Python runtime…", packages: "Loading the wasmagent package…", model: "Loading the embedding model…" };
-const mb = (n) => (n / 1048576).toFixed(1);
+const bootEvents = bootView(document, {
+  onReady: () => {
+    setPill("engine", "ready", "ready");
+    document.body.dataset.ready = "true";
+    showModelState();
+  },
+  onFail: () => setPill("engine", "failed", "failed"),
+});
 
+// Boot progress drives the #boot section; the optional server link reports its state the same
+// way (unattributed progress events with stage "server").
 function onBootEvent(event) {
-  if (event.id !== null) return;
-  if (event.type === "progress") {
-    if (STAGES[event.stage]) $("boot-label").textContent = event.message || STAGES[event.stage];
-    if (event.total) {
-      $("boot-progress").max = event.total;
-      $("boot-progress").value = event.loaded ?? 0;
-      $("boot-bytes").textContent = `${mb(event.loaded ?? 0)} / ${mb(event.total)} MB`;
-    }
-    if (event.stage === "server") {
-      const labels = { connected: "server: connected", reconnecting: "server: reconnecting…", off: "server" };
-      $("server").hidden = event.message === "off";
-      setPill("server", event.message, labels[event.message] ?? event.message);
-      return;
-    }
-    if (event.stage === "ready") {
-      $("boot").hidden = true;
-      setPill("engine", "ready", "ready");
-      document.body.dataset.ready = "true";
-      showModelState();
-    }
-  } else if (event.type === "error") {
-    $("boot-label").textContent = `The agent could not start: ${event.message}`;
-    setPill("engine", "failed", "failed");
+  if (event.id === null && event.type === "progress" && event.stage === "server") {
+    const labels = { connected: "server: connected", reconnecting: "server: reconnecting…", off: "server" };
+    $("server").hidden = event.message === "off";
+    setPill("server", event.message, labels[event.message] ?? event.message);
+    return;
   }
+  bootEvents(event);
 }
 
 // "ready" alone would hide that answers come from keyword search only when the model failed,
@@ -90,92 +67,12 @@ const client = await AgentClient.create({ onEvent: onBootEvent, threads });
 window.wasmagentClient = client;
 
 // ---- answers and citations -----------------------------------------------------------------
-function renderSources(container, citations, kb) {
-  if (!citations.length) return;
-  const list = el("div", { className: "sources" });
-  citations.forEach((c, i) => {
-    const label = `[${i + 1}] ${c.title || c.source}`;
-    const link = el("a", { href: `#${encodeURIComponent(c.source)}`, textContent: label, title: `${c.source}${c.anchor ? "#" + c.anchor : ""}` });
-    link.addEventListener("click", (e) => {
-      e.preventDefault();
-      openViewer(kb, c);
-    });
-    list.append(link);
-  });
-  container.append(list);
-}
-
-async function openViewer(kb, citation) {
-  $("viewer-title").textContent = citation.title || citation.source;
-  $("viewer-source").textContent = `${citation.source}${citation.anchor ? "#" + citation.anchor : ""}`;
-  const body = $("viewer-body");
-  body.replaceChildren(el("p", { textContent: citation.text || citation.snippet || "" }));
-  $("viewer").showModal();
-  try {
-    const { result } = await client.request("kb.passage", { kb, source: citation.source, anchor: citation.anchor || "" });
-    const quote = (citation.text || citation.snippet || "").replace(/^…|…$/g, "").trim();
-    body.replaceChildren(...result.texts.map((t) => highlighted(t, quote)));
-    // On a small screen the cited sentence can sit far below the top of a long passage.
-    body.querySelector("mark")?.scrollIntoView({ block: "center" });
-  } catch {
-    /* the snippet shown above is all we have (e.g. the knowledge base was deleted) */
-  }
-}
-
-function highlighted(text, quote) {
-  const p = el("p");
-  const probe = quote.slice(0, 80);
-  const at = probe ? text.indexOf(probe) : -1;
-  if (at < 0) {
-    p.textContent = text;
-    return p;
-  }
-  const end = Math.min(text.length, at + quote.length);
-  p.append(text.slice(0, at), el("mark", { textContent: text.slice(at, end) }), text.slice(end));
-  return p;
-}
-
-async function ask(text) {
-  say("user", text);
-  const reply = say("agent", "…");
-  const body = reply.querySelector(".text");
-  let streamed = "";
-  const kb = state.kb;
-  try {
-    const { answer } = await client.ask(text, {
-      kb,
-      onEvent: (ev) => {
-        if (ev.type === "delta") body.textContent = streamed += ev.text;
-      },
-    });
-    body.textContent = answer.text;
-    renderSources(reply, answer.citations, kb);
-  } catch (err) {
-    reply.classList.add("error");
-    body.textContent = `${err.message} (${err.code})`;
-  }
-  refreshDiagnostics();
-}
-
-async function send(text) {
-  $("send").disabled = true;
-  try {
-    await ask(text);
-  } finally {
-    $("send").disabled = false;
-    $("ask").focus();
-  }
-}
-
-$("ask-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const text = $("ask").value.trim();
-  if (!text) return;
-  $("ask").value = "";
-  send(text);
-});
+const chat = new Chat({ client, kb: () => state.kb, after: () => refreshDiagnostics() });
 for (const button of document.querySelectorAll(".suggestions button")) {
-  button.addEventListener("click", () => send(button.textContent));
+  button.addEventListener("click", () => {
+    $("ask").value = button.textContent;
+    $("ask-form").requestSubmit();
+  });
 }
 
 // ---- knowledge bases -----------------------------------------------------------------------
@@ -321,20 +218,6 @@ async function refreshDiagnostics() {
 }
 $("diagnostics").addEventListener("toggle", refreshDiagnostics);
 
-// ---- history -------------------------------------------------------------------------------
-async function restoreHistory() {
-  try {
-    const { result } = await client.request("history.list", { limit: 50 });
-    for (const item of result.items) {
-      say("user", item.question);
-      const reply = say("agent", item.answer);
-      renderSources(reply, item.citations, state.kb);
-    }
-  } catch {
-    /* no storage: nothing to restore */
-  }
-}
-
 // ---- offline updates -----------------------------------------------------------------------
 async function registerServiceWorker() {
   if (!("serviceWorker" in navigator)) return;
@@ -399,7 +282,7 @@ function savedServer() {
 registerServiceWorker().catch((err) => console.warn("service worker:", err));
 client.ready.then(async () => {
   await refreshKbs();
-  await restoreHistory();
+  await chat.restoreHistory();
   const saved = savedServer();
   if (saved?.url) {
     $("server-url").value = saved.url;

@@ -19,11 +19,13 @@ const nextId = () => `r${Date.now().toString(36)}-${(++counter).toString(36)}`;
 
 export class AgentClient {
   // Start the worker and load the schema; `ready` settles when the agent reports it can answer.
-  // `threads` sets onnxruntime-web's thread count (only used when crossOriginIsolated).
-  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent, threads } = {}) {
+  // `threads` sets onnxruntime-web's thread count (only used when crossOriginIsolated); `kb`
+  // names the shipped knowledge base (kb/<name>.kv) the worker installs on first boot.
+  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent, threads, kb } = {}) {
     const schema = await fetch(new URL("protocol.schema.json", base)).then((r) => r.json());
     const url = new URL(workerUrl ?? new URL("worker.js", base));
     if (threads) url.searchParams.set("threads", String(threads));
+    if (kb) url.searchParams.set("kb", kb);
     const worker = new Worker(url, { type: "module" });
     return new AgentClient(worker, schema, onEvent);
   }

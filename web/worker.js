@@ -88,7 +88,8 @@ async function fetchText(url) {
 
 async function boot() {
   const t0 = performance.now();
-  const threads = Number(new URL(import.meta.url).searchParams.get("threads")) || undefined;
+  const params = new URL(import.meta.url).searchParams;
+  const threads = Number(params.get("threads")) || undefined;
   ortHost.configure({ threads });
   progress("runtime", { message: "Loading the Python runtime" });
   // The embedding session is created while Python boots: its ~0.6 s hides behind the runtime.
@@ -119,6 +120,8 @@ async function boot() {
     fetchText,
     fetchBytes: (path) => fetchBytes(new URL(path, base).href),
     store,
+    // The shipped knowledge base (kb/<name>.kv) to install on first boot: the widget's data-kb.
+    kb: params.get("kb") || "default",
     vectors,
     threads: ortHost.threads(),
     crossOriginIsolated: self.crossOriginIsolated,

@@ -1,9 +1,10 @@
-"""The command line (native host): `python -m wasmagent serve|embed|ingest|ask`."""
+"""The command line (native host): `python -m wasmagent serve|embed|ingest|export|ask`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,16 @@ DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
 def _serve(args: argparse.Namespace) -> int:
     from .server.static import make_server
 
-    server = make_server(args.dist, args.host, args.port, isolate=not args.no_isolation,
-                         quiet=not args.verbose)
+    try:
+        server = make_server(args.dist, args.host, args.port, isolate=not args.no_isolation,
+                             quiet=not args.verbose, embed_origins=args.embed_origin)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     host, port = str(server.server_address[0]), server.server_address[1]
     print(f"wasmagent is serving {args.dist} on http://{host}:{port}/", flush=True)
+    print(f"the widget may be embedded by: {' '.join(server.embed_origins) or 'no other site'}",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -37,6 +44,12 @@ def _ingest(args: argparse.Namespace) -> int:
     from . import cli_commands
 
     return asyncio.run(cli_commands.ingest(args.paths, args.kb, args.name))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.export(args.kb, args.name, args.out))
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -120,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="the built site to serve")
     serve.add_argument("--no-isolation", action="store_true",
                        help="omit COOP/COEP (the page is then not crossOriginIsolated)")
+    serve.add_argument("--embed-origin", action="append", metavar="URL",
+                       help="a site allowed to embed the widget, e.g. https://shop.example "
+                            "(repeatable; replaces dist/embed.json's list)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
 
@@ -132,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
     ingest.add_argument("--name", default="default", help="the knowledge base inside the file")
     ingest.set_defaults(func=_ingest)
+
+    export = commands.add_parser(
+        "export", help="write a KB as dist/kb/<name>.kv, for the browser app and the widget")
+    export.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    export.add_argument("--name", default="default", help="the knowledge base inside the file")
+    export.add_argument("--out", type=Path, required=True, help="the .kv file to write")
+    export.set_defaults(func=_export)
 
     ask = commands.add_parser("ask", help="answer a question from a KB file, with citations")
     ask.add_argument("question")

@@ -109,6 +109,26 @@ async def _ingest_batch(service: Service, kb: str, batch: list[DocumentIn],
     print(f"{total['documents']} documents, {total['chunks_added']} chunks", file=sys.stderr)
 
 
+async def export(kb_file: Path, kb: str, out: Path) -> int:
+    """Write knowledge base `kb` of a KB file as the dump a browser installs from
+    `kb/<name>.kv` (the widget's `data-kb`, or the app's shipped default)."""
+    from .hosts.native import SqliteStore
+    from .knowledge.dump import dump_kb
+
+    store = SqliteStore(kb_file)
+    try:
+        data = await dump_kb(store, kb)
+    except AgentError as exc:
+        print(f"error: {exc.message} ({exc.code.value})", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    print(json.dumps({"kb": kb, "file": str(out), "bytes": len(data)}))
+    return 0
+
+
 async def ask(question: str, kb_file: Path, *, kb: str | None = None, as_json: bool = False,
               top_k: int = 5) -> int:
     events: list[dict[str, Any]] = []

@@ -36,6 +36,9 @@ class ErrorCode(StrEnum):
     """A tool was called with arguments that do not match its schema."""
     TOOL_FAILED = "tool_failed"
     """A tool raised while running."""
+    TOOLS_LOAD = "tools_load_failed"
+    """A site owner's tools file did not load (syntax error, exception, bad decorator use);
+    the message names the file and line. The agent keeps the tools it had."""
     NOT_FOUND = "not_found"
     """A named knowledge base, document, job or tool does not exist."""
     UPSTREAM = "upstream_failed"

@@ -83,6 +83,27 @@ class Store(Protocol):
     async def keys(self, prefix: str = "") -> list[str]: ...
 
 
+class MemoryStore:
+    """A `Store` that lives as long as the page or process: for a host without durable
+    storage (a widget frame whose browser blocks storage in third-party frames), so shipped
+    knowledge, added documents and history still work until the page closes."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        self.data[key] = bytes(value)
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.data if k.startswith(prefix))
+
+
 @runtime_checkable
 class VectorSearch(Protocol):
     """Dense vectors kept outside Python, searched by inner product.

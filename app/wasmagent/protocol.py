@@ -35,6 +35,7 @@ MAX_DOCUMENTS = 1000
 MAX_PASSAGE = 8000
 MAX_PASSAGES = 20
 ASK_MODES = ("auto", "local", "llm")
+MAX_TOOLS_CODE = 1024 * 1024
 
 
 def _limit(*, max_len: int | None = None, min_len: int = 0, lo: float | None = None,
@@ -175,11 +176,23 @@ class DataClear:
     id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ToolsLoad:
+    """Load a site owner's tools and routing rules from Python source (replaces an earlier
+    load of the same `source`); answered with a `result` naming the tools, or an error
+    `tools_load_failed` whose message gives the file, line and exception."""
+
+    TYPE: ClassVar[str] = "tools.load"
+    id: str
+    source: str = field(metadata=_limit(min_len=1, max_len=1024))
+    code: str = field(metadata=_limit(max_len=MAX_TOOLS_CODE))
+
+
 Request = (Status | Ask | Embed | Ingest | Cancel | KbList | KbDelete | KbPassage | HistoryList
-           | DataClear | ServerConnect)
+           | DataClear | ServerConnect | ToolsLoad)
 REQUEST_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls for cls in (Status, Ask, Embed, Ingest, Cancel, KbList, KbDelete, KbPassage,
-                              HistoryList, DataClear, ServerConnect)
+                              HistoryList, DataClear, ServerConnect, ToolsLoad)
 }
 
 # ---- events ---------------------------------------------------------------------------------

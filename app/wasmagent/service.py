@@ -36,11 +36,13 @@ from .protocol import (
     KbPassage,
     Progress,
     Result,
+    ToolsLoad,
 )
 from .runtime.context import Context
 from .telemetry import Telemetry
 from .text.tokenizer import WordPieceTokenizer
 from .tools import default_tools, parse_tool_request
+from .tools.owner import SiteTools, ToolCall
 
 DEFAULT_KB = "default"
 INTENT_LABELS = ("question", "tool", "smalltalk", "out_of_scope")
@@ -64,7 +66,8 @@ class Service:
         self.library = Library(host.store, host.vectors, self.embedder)
         self.tools = default_tools(clock=host.clock)
         self.llm = llm
-        router = Router(parse_tool=parse_tool_request, embedder=self.embedder, intent=intent,
+        self.site_tools = SiteTools(self.tools)
+        router = Router(parse_tool=self._parse_tool, embedder=self.embedder, intent=intent,
                         llm=llm)
         workers: dict[Route, Worker] = {
             Route.RETRIEVE: RetrievalWorker(self.library, DEFAULT_KB),
@@ -120,6 +123,7 @@ class Service:
             "llm": None if self.llm is None else {"name": self.llm.name,
                                                   "available": self.llm.available(),
                                                   **self.llm.details()},
+            "tools": [t.name for t in self.tools],
             "metrics": self.telemetry.snapshot(),
             "log": self.telemetry.recent(),
         }
@@ -184,6 +188,16 @@ class Service:
             await store.delete(key)
         emit(Result(request.id, {"knowledge_bases": kbs, "history": len(history)}))
 
+    def _parse_tool(self, text: str) -> ToolCall | None:
+        # The site owner's rules are more specific to their site than the built-in ones.
+        return self.site_tools.match(text) or parse_tool_request(text)
+
+    async def tools_load(self, request: ToolsLoad, emit: Callable[[Event], None]) -> None:
+        loaded = await self.site_tools.load(request.code, request.source)
+        emit(Result(request.id, {"source": loaded.source,
+                                 "tools": [t.name for t in loaded.tools],
+                                 "routes": len(loaded.rules)}))
+
     def _need_store(self) -> Store:
         if self.host.store is None:
             raise AgentError(ErrorCode.STORAGE, "this host has no storage")
@@ -194,7 +208,7 @@ class Service:
         store = self._need_store()
         if await store.get(f"kb/{name}/meta") is not None:
             return False
-        await load_dump(store, dump)
+        await load_dump(store, dump, only=f"kb/{name}/")
         return True
 
 

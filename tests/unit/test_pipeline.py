@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from wasmagent import ports
 from wasmagent.agent import Agent
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.pipeline import Job, Pipeline, Reply, Route, Router, SourceRef
@@ -15,26 +16,17 @@ from wasmagent.ports import Host, LoopClock
 from wasmagent.protocol import Ask
 
 
-class MemoryStore:
-    """An in-memory Store; `fail` makes every write raise like a full quota."""
+class MemoryStore(ports.MemoryStore):
+    """The core's in-memory Store; `fail` makes every write raise like a full quota."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.data: dict[str, bytes] = {}
+        super().__init__()
         self.fail = fail
-
-    async def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
 
     async def put(self, key: str, value: bytes) -> None:
         if self.fail:
             raise AgentError(ErrorCode.STORAGE, "quota exceeded")
-        self.data[key] = value
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    async def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self.data if k.startswith(prefix))
+        await super().put(key, value)
 
 
 def _parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:

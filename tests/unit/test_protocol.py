@@ -15,6 +15,7 @@ from wasmagent.protocol import (
     Error,
     Ingest,
     Status,
+    ToolsLoad,
     json_schema,
     parse_request,
 )
@@ -89,10 +90,22 @@ def test_schema_covers_every_message_and_error_code() -> None:
     schema = json_schema()
     requests, events = schema["$defs"]["requests"], schema["$defs"]["events"]
     assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete",
-                             "kb.passage", "history.list", "data.clear", "server.connect"}
+                             "kb.passage", "history.list", "data.clear", "server.connect",
+                             "tools.load"}
     assert set(events) == {"progress", "delta", "citation", "answer", "result", "error", "done"}
     assert set(events["error"]["properties"]["code"]["enum"]) == {c.value for c in ErrorCode}
     ask = requests["ask"]
     assert ask["required"] == ["v", "type", "id", "text"]
     assert ask["properties"]["text"]["maxLength"] == 4000
     assert ask["additionalProperties"] is False
+
+
+def test_tools_load_carries_an_owner_file_and_is_in_the_schema() -> None:
+    request = parse_request({"v": 1, "type": "tools.load", "id": "t", "source": "/tools.py",
+                             "code": "x = 1\n"})
+    assert request == ToolsLoad(id="t", source="/tools.py", code="x = 1\n")
+    assert _code({"v": 1, "type": "tools.load", "id": "t", "source": "", "code": ""}) == \
+        "bad_message"
+    schema = json_schema()["$defs"]
+    assert schema["requests"]["tools.load"]["required"] == ["v", "type", "id", "source", "code"]
+    assert "tools_load_failed" in schema["events"]["error"]["properties"]["code"]["enum"]

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from wasmagent.hosts.native import native_host
 from wasmagent.service import Service
 
@@ -152,6 +154,45 @@ async def test_a_full_store_is_reported_and_answers_come_from_memory() -> None:
     error = _of(events, "i")[-1]
     assert error["code"] == "storage_failed"
     assert "quota" in error["message"]
+    service.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
+                          "kb": "guide"})
+    await service.agent.drain()
+    assert "service worker" in _of(events, "a")[-2]["text"]
+    await service.aclose()
+
+
+def test_an_exported_knowledge_base_installs_elsewhere_under_its_own_name_only(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "faq.rst").write_text(DOCS[1]["text"])
+    db = tmp_path / "kb.sqlite"
+    out = tmp_path / "dist" / "kb" / "guide.kv"
+    run = [sys.executable, "-m", "wasmagent"]
+    subprocess.run([*run, "ingest", str(docs), "--kb", str(db), "--name", "guide"], check=True,
+                   capture_output=True, cwd=ROOT)
+    export = [*run, "export", "--kb", str(db), "--out", str(out)]
+    printed = subprocess.run([*export, "--name", "guide"], check=True, capture_output=True,
+                             text=True, cwd=ROOT).stdout
+    assert json.loads(printed)["bytes"] == out.stat().st_size > 0
+    missing = subprocess.run([*export, "--name", "nope"], check=False, capture_output=True,
+                             text=True, cwd=ROOT)
+    assert missing.returncode == 1
+    assert "no knowledge base named 'nope'" in missing.stderr
+    asyncio.run(_install(out.read_bytes()))
+
+
+async def _install(dump: bytes) -> None:
+    from wasmagent.errors import AgentError
+
+    service, events = _service()
+    with pytest.raises(AgentError, match="holds the key 'kb/guide/") as info:
+        await service.seed("docs", dump)
+    assert info.value.code.value == "not_found"
+    assert await service.host.store.keys("kb/") == [], "nothing half installed"  # type: ignore[union-attr]
+    assert await service.seed("guide", dump) is True
+    assert await service.seed("guide", dump) is False, "installed once"
     service.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
                           "kb": "guide"})
     await service.agent.drain()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from wasmagent.server.embed import normalize_origins
 from wasmagent.server.static import make_server
 
 
@@ -56,3 +59,85 @@ def test_no_isolation_headers_when_asked(tmp_path: Path) -> None:
 def test_refuses_to_serve_an_unbuilt_site(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"build\.sh"):
         make_server(tmp_path, port=0)
+
+
+def _headers(base: str, name: str) -> Any:
+    with urllib.request.urlopen(f"{base}/{name}") as response:
+        return response.headers
+
+
+def _widget_site(tmp_path: Path) -> Path:
+    site = _site(tmp_path)
+    for name in ["widget.js", "embed.html", "embed-gate.html", "embed.js"]:
+        (site / name).write_bytes(b"x")
+    return site
+
+
+def test_the_app_stays_isolated_and_unframeable_by_other_sites(tmp_path: Path) -> None:
+    with _serving(_widget_site(tmp_path), isolate=True) as base:
+        for name in ["", "index.html", "embed.js", "a.wasm"]:
+            headers = _headers(base, name)
+            assert headers["Cross-Origin-Resource-Policy"] == "same-origin", name
+            assert headers["Cross-Origin-Embedder-Policy"] == "require-corp", name
+        assert _headers(base, "index.html")["Content-Security-Policy"] == "frame-ancestors 'self'"
+        assert _headers(base, "")["Content-Security-Policy"] == "frame-ancestors 'self'"
+
+
+def test_the_widget_script_loads_on_any_site_even_isolated_ones(tmp_path: Path) -> None:
+    with _serving(_widget_site(tmp_path), isolate=True) as base:
+        headers = _headers(base, "widget.js?v=1")
+    assert headers["Content-Type"] == "text/javascript"
+    assert headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+    assert headers["Access-Control-Allow-Origin"] == "*", "so a host can pin it with SRI"
+    assert "Cross-Origin-Opener-Policy" not in headers
+
+
+def test_only_allowed_sites_may_frame_the_agent_page(tmp_path: Path) -> None:
+    site = _widget_site(tmp_path)
+    server = make_server(site, port=0, embed_origins=["https://Shop.example/",
+                                                       "http://localhost:8080",
+                                                       "https://*.docs.example:443"])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        page = _headers(base, "embed.html")
+        gate = _headers(base, "embed-gate.html")
+        with urllib.request.urlopen(f"{base}/embed.json") as response:
+            config = json.loads(response.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    allowed = "https://shop.example http://localhost:8080 https://*.docs.example"
+    assert page["Content-Security-Policy"] == f"frame-ancestors 'self' {allowed}"
+    assert page["Cross-Origin-Resource-Policy"] == "cross-origin"
+    assert page["Cross-Origin-Embedder-Policy"] == "require-corp", "isolated hosts need it"
+    assert "Content-Security-Policy" not in gate, "the gate shows refused sites why"
+    assert gate["Cross-Origin-Resource-Policy"] == "cross-origin"
+    assert config == {"origins": allowed.split()}
+
+
+def test_the_allowlist_comes_from_embed_json_unless_given(tmp_path: Path) -> None:
+    site = _widget_site(tmp_path)
+    with _serving(site, isolate=False) as base:
+        assert _headers(base, "embed.html")["Content-Security-Policy"] == "frame-ancestors 'self'"
+    (site / "embed.json").write_text('{"origins": ["https://a.example"]}')
+    with _serving(site, isolate=False) as base:
+        assert _headers(base, "embed.html")["Content-Security-Policy"] == (
+            "frame-ancestors 'self' https://a.example")
+    server = make_server(site, port=0, embed_origins=[])
+    assert server.embed_origins == (), "--embed-origin replaces the file's list"
+    server.server_close()
+
+
+@pytest.mark.parametrize("bad", ["example.com", "ftp://a.example", "https://a.example/path",
+                                 "https://a.example:99999", "https://*", "javascript:alert(1)",
+                                 "https://a.example; script-src *"])
+def test_an_origin_that_is_not_one_is_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"is not an origin|no valid port"):
+        make_server(_widget_site(tmp_path), port=0, embed_origins=[bad])
+
+
+def test_origins_are_normalized() -> None:
+    assert normalize_origins(["HTTPS://Shop.Example:443/", "http://[::1]:80", "*",
+                              "https://shop.example"]) == [
+        "https://shop.example", "http://[::1]", "*"]

@@ -3,7 +3,8 @@
 `worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
 `post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
 `web/ort-host.js`), `store` (IndexedDB, `web/idb-store.js`, or `{error}` when unavailable),
-and facts for `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
+`kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
+`status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
 Tensors cross into JS as typed arrays made from the `array` buffers in one copy
 (`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array) and come back
@@ -13,6 +14,7 @@ with `to_bytes()` (one copy), never element by element.
 from __future__ import annotations
 
 import json
+import re
 from array import array
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -23,11 +25,12 @@ from pyodide.ffi import JsException, JsProxy, to_js
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode, UpstreamError
 from ..llm.remote import RemoteLlm
-from ..ports import Host, LoopClock, Tensor
-from ..protocol import Event, Result, ServerConnect
+from ..ports import Host, LoopClock, MemoryStore, Store, Tensor
+from ..protocol import Event, Result, ServerConnect, ToolsLoad
 from ..service import Service, build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
+SHIPPED_KB = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _js_object(value: Mapping[str, Any]) -> Any:
@@ -156,8 +159,11 @@ class JsLink:
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
     """Build the agent on the browser's ports; called once by worker.js."""
     store_error = getattr(api.store, "error", None)
-    store = None if store_error else IndexedDbStore(api.store)
+    # Without IndexedDB (a browser that blocks storage in third-party frames, private modes)
+    # everything still works for as long as the page is open.
+    store = MemoryStore() if store_error else IndexedDbStore(api.store)
     info: dict[str, object] = {
+        "storage": "memory" if store_error else "indexeddb",
         "threads": int(api.threads),
         "cross_origin_isolated": bool(api.crossOriginIsolated),
         "boot_ms": round(float(api.bootMs()), 1),
@@ -174,17 +180,23 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
     link = JsLink(api.link)
     service = build_agent(host, lambda event: api.post(event), llm=RemoteLlm(link))
     service.agent.route(ServerConnect, link.connect_handler())
-    if store is not None:
-        await _seed_default(service, api, info)
+    # Site owners' Python runs only in the visitor's own browser, never on a shared server.
+    service.agent.route(ToolsLoad, service.tools_load)
+    await _seed(service, store, api, str(api.kb or "default"), info)
     return service.agent
 
 
-async def _seed_default(service: Service, api: Any, info: dict[str, object]) -> None:
-    """Load the shipped knowledge base into IndexedDB on first boot (or after a clear)."""
+async def _seed(service: Service, store: Store, api: Any, name: str,
+                info: dict[str, object]) -> None:
+    """Install a shipped knowledge base on first boot (or after a clear, or in memory)."""
+    info["kb"] = name
     try:
-        if await service.host.store.get("kb/default/meta") is None:  # type: ignore[union-attr]
-            data = await api.fetchBytes("kb/default.kv")
-            await service.seed("default", data.to_bytes())
+        if not SHIPPED_KB.fullmatch(name):
+            raise AgentError(ErrorCode.NOT_FOUND, f"{name!r} is not a shipped knowledge base "
+                             "name (letters, digits, - and _)")
+        if await store.get(f"kb/{name}/meta") is None:
+            data = await api.fetchBytes(f"kb/{name}.kv")
+            await service.seed(name, data.to_bytes())
     except (JsException, AgentError) as exc:
-        # The app still works without it: the user can add documents.
+        # The agent still works without it: tools, and documents the user adds.
         info["seed_error"] = str(exc)

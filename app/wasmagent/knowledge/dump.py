@@ -40,9 +40,30 @@ def decode(data: bytes) -> Iterator[tuple[str, bytes]]:
         offset = end
 
 
-async def load_dump(store: Store, data: bytes) -> int:
-    """Write every pair of a dump into `store` (meta keys last, so a crash leaves no half KB)."""
+async def dump_kb(store: Store, name: str) -> bytes:
+    """The dump of knowledge base `name` in `store`; `AgentError(NOT_FOUND)` if it is empty."""
+    keys = await store.keys(f"kb/{name}/")
+    if f"kb/{name}/meta" not in keys:
+        raise AgentError(ErrorCode.NOT_FOUND, f"there is no knowledge base named {name!r}")
+    pairs = []
+    for key in keys:
+        value = await store.get(key)
+        if value is not None:
+            pairs.append((key, value))
+    return encode(pairs)
+
+
+async def load_dump(store: Store, data: bytes, only: str = "") -> int:
+    """Write every pair of a dump into `store` (meta keys last, so a crash leaves no half KB).
+
+    With `only`, every key must start with it (a dump of the knowledge base asked for), or
+    nothing is written and `AgentError(NOT_FOUND)` says which knowledge base the dump holds.
+    """
     pairs = list(decode(data))
+    stray = next((key for key, _ in pairs if not key.startswith(only)), None)
+    if stray is not None:
+        raise AgentError(ErrorCode.NOT_FOUND,
+                         f"the dump is not {only!r} only: it holds the key {stray!r}")
     pairs.sort(key=lambda pair: pair[0].endswith("/meta"))
     for key, value in pairs:
         await store.put(key, value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -136,6 +136,20 @@ class ToolRegistry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(list(self._tools.values()))
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def add(self, tool: Tool) -> None:
+        """Register an already described tool (one another registry built)."""
+        self._tools[tool.name] = tool
+
+    def remove(self, name: str) -> None:
+        """Forget a tool; an unknown name is ignored."""
+        self._tools.pop(name, None)
 
     def describe(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self._tools.values()]
