@@ -22,7 +22,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(ROOT / "app")]
+sys.path[:0] = [str(HERE), str(ROOT / "app"), str(ROOT)]  # ROOT: tests.support
 
 import report  # noqa: E402
 from playwright.sync_api import Browser, sync_playwright  # noqa: E402

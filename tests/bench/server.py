@@ -15,46 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
+from tests.support.processes import start_fake, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSAGE = {"source": "ferry.md", "title": "Ferry", "anchor": "ferry",
            "text": "The ferry to the island leaves at 7:45 every morning from pier four."}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _raise_fd_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def _rss_mb(pid: int) -> float:
@@ -140,29 +119,20 @@ async def _idle(port: int, pid: int, count: int) -> dict[str, Any]:
 
 
 def run(ctx: Any) -> dict[str, Any]:
-    _raise_fd_limit()
+    _raise_fd_limit()  # the children inherit it
     quick = bool(getattr(ctx, "quick", False))
     sessions, idle = (200, 2000) if quick else (1000, 10_000)
-    upstream, port = _port(), _port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "app")}
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/support/fake_openai.py"),
-                                   "--port", str(upstream)], env=env,
-                                  )]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "wasmagent", "server", "--port", str(port), "--store",
-             f"{tmp}/load.sqlite", "--rate", "0", "--llm-url",
-             f"http://127.0.0.1:{upstream}/v1", "--llm-model", "fake"],
-            env=env, stderr=subprocess.DEVNULL))
+        fake = start_fake(Path(tmp), key=None)
         try:
-            _wait(f"http://127.0.0.1:{upstream}/control")
-            _wait(f"http://127.0.0.1:{port}/readyz")
-            busy = asyncio.run(_busy(port, upstream, sessions, rate=200.0))
-            quiet = asyncio.run(_idle(port, procs[1].pid, idle))
+            server = start_server(Path(tmp), fake, "--rate", "0", key=None)
+            try:
+                busy = asyncio.run(_busy(server.port, fake.port, sessions, rate=200.0))
+                quiet = asyncio.run(_idle(server.port, server.proc.popen.pid, idle))
+            finally:
+                server.proc.stop()
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=20)
+            fake.stop()
     return {"busy": busy, "idle": quiet}
 
 

@@ -25,7 +25,8 @@ from wasmagent.errors import ErrorCode
 from wasmagent.ports import Host, LoopClock
 from wasmagent.protocol import MAX_MESSAGE_BYTES, REQUEST_TYPES, parse_request
 
-from .conftest import Server, ws_client
+from ..support.processes import Server
+from .conftest import ws_client
 
 CODES = {c.value for c in ErrorCode}
 Case = tuple[str | bytes, str, str | None]

@@ -27,20 +27,16 @@ from wasmagent.protocol import json_schema
 from wasmagent.server.config import ServerConfig
 from wasmagent.server.security import digest
 
-from .conftest import (
+from ..support.processes import (
     LLM_KEY,
-    QUESTION,
-    RECV_TIMEOUT_S,
     ROOT,
     FakeUpstream,
     Server,
     make_token,
-    seed,
-    sse_events,
     start_fake,
     start_server,
-    ws_client,
 )
+from .conftest import QUESTION, RECV_TIMEOUT_S, seed, sse_events, ws_client
 
 NOTICE = "LLM failed ("
 LOCAL_WORDS = "service worker keeps every file cached"

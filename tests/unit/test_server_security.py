@@ -18,19 +18,7 @@ from wasmagent.server.security import (
     new_token,
 )
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from .test_context import FakeClock
 
 
 def test_digest_is_sha256_hex() -> None:
