@@ -6,6 +6,7 @@ Plain test functions, no fixtures: the same file runs in Pyodide under a tiny ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from typing import Any
 
@@ -364,3 +365,32 @@ async def test_a_thousand_concurrent_requests_half_cancelled_or_timed_out() -> N
     assert sorted(started) == sorted(finished)
     assert set(range(0, 1000, 2)) <= set(finished)
     await no_leaked_tasks(before)
+
+
+async def test_a_stream_yields_its_items_and_always_closes_its_source() -> None:
+    closed: list[str] = []
+
+    async def source(name: str) -> Any:
+        try:
+            for i in range(3):
+                yield i
+            await asyncio.sleep(3600)  # an upstream that stops sending
+        finally:
+            closed.append(name)
+
+    ctx = Context("r1")
+    got = []
+    async with contextlib.aclosing(ctx.stream(source("early"))) as items:
+        async for item in items:
+            got.append(item)
+            if item == 1:
+                break
+    assert got == [0, 1]
+    assert closed == ["early"], "leaving early closes the source at once"
+
+    timed = Context("r2", timeout=0.05)
+    with pytest.raises(AgentError) as err:
+        async for _ in timed.stream(source("stalled")):
+            pass
+    assert err.value.code is ErrorCode.DEADLINE
+    assert closed == ["early", "stalled"]

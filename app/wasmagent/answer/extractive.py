@@ -131,7 +131,8 @@ def _expand(best: _Candidate, candidates: list[_Candidate]) -> list[_Candidate]:
     return chosen
 
 
-def _snippet(text: str, around: str = "") -> str:
+def snippet(text: str, around: str = "") -> str:
+    """Up to `SNIPPET_CHARS` of `text` from `around` (or the start), with ellipses where cut."""
     start = text.find(around) if around and around in text else 0
     piece = text[start:start + SNIPPET_CHARS]
     prefix = "…" if start > 0 else ""
@@ -142,7 +143,7 @@ def _snippet(text: str, around: str = "") -> str:
 def _cite(hit: HitLike, around: str = "") -> AnswerCitation:
     c = hit.chunk
     score = hit.dense if hit.dense else hit.score
-    return AnswerCitation(c.source, c.heading or c.title, c.anchor, score, _snippet(c.text, around))
+    return AnswerCitation(c.source, c.heading or c.title, c.anchor, score, snippet(c.text, around))
 
 
 def compose_answer(question: str, hits: Sequence[HitLike], *, min_dense: float = MIN_DENSE

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,25 +118,15 @@ class OpenAIChat:
         timeout = self.config.timeout_s if remaining is None else min(remaining,
                                                                       self.config.timeout_s)
         decoder = SseDecoder()
-        stream = self._http.post_stream(self.config.url, headers, body, timeout=timeout)
-        pieces = stream.__aiter__()
-        try:
-            while True:
-                try:
-                    raw = await ctx.run(pieces.__anext__())
-                except StopAsyncIteration:
-                    break
+        source = self._http.post_stream(self.config.url, headers, body, timeout=timeout)
+        async with aclosing(ctx.stream(source)) as pieces:
+            async for raw in pieces:
                 for payload in decoder.feed(raw):
                     text = chunk_text(payload)
                     if text == DONE:
                         return
                     if text:
                         yield text
-        finally:
-            # Give the connection back to the pool even when the caller stops early.
-            aclose = getattr(pieces, "aclose", None)
-            if aclose is not None:
-                await aclose()
         for payload in decoder.close():
             text = chunk_text(payload)
             if text and text != DONE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,13 +54,8 @@ class RemoteLlm:
         rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
         message = {"v": PROTOCOL_VERSION, "type": "ask", "id": rid, "text": question,
                    "mode": "llm", "passages": [asdict(p) for p in passages]}
-        events = self._link.exchange(message).__aiter__()
-        try:
-            while True:
-                try:
-                    event = await ctx.run(events.__anext__())
-                except StopAsyncIteration:
-                    raise UpstreamError("the server closed the answer early") from None
+        async with aclosing(ctx.stream(self._link.exchange(message))) as events:
+            async for event in events:
                 kind = event.get("type")
                 if kind == "delta" and isinstance(event.get("text"), str):
                     yield event["text"]
@@ -68,7 +64,4 @@ class RemoteLlm:
                                         f"{event.get('message')}", retryable=False)
                 elif kind == "done":
                     return
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        raise UpstreamError("the server closed the answer early")

@@ -14,18 +14,18 @@ import logging
 import re
 from collections.abc import Sequence
 
-from ..answer.extractive import compose_answer
+from ..answer.extractive import compose_answer, snippet
 from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
 from ..llm import Llm
 from ..protocol import Delta, PassageIn
 from .jobs import Job, Reply, Route, SourceRef
+from .workers import search, source_refs
 
 log = logging.getLogger("wasmagent.llm")
 
 LLM_PASSAGES = 5
-SNIPPET_CHARS = 280
 CITED = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -43,7 +43,7 @@ class LlmWorker:
         if request.passages is not None:
             passages = list(request.passages)
         else:
-            hits = await self._search(job)
+            hits = await search(self._library, self._default, job) or []
             passages = [PassageIn(h.chunk.source, h.chunk.heading or h.chunk.title,
                                   h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
         pieces: list[str] = []
@@ -60,16 +60,6 @@ class LlmWorker:
         return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
                      detail={"llm": self.llm.name, "passages": len(passages)}, streamed=True)
 
-    async def _search(self, job: Job) -> list[Hit]:
-        name = job.request.kb or self._default
-        try:
-            kb = await self._library.get(name)
-        except AgentError as exc:
-            if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
-                return []
-            raise
-        return await kb.search(job.request.text, job.embedding, job.request.top_k)
-
     def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError
                   ) -> Reply:
         log.warning("LLM answer for %s failed, answering locally: %s", job.request.id,
@@ -80,9 +70,8 @@ class LlmWorker:
                   "Answer from the local documents instead:]\n\n")
         for piece in (notice, local.text):
             job.emit(Delta(job.request.id, piece))
-        refs = tuple(SourceRef(c.source, c.title, c.anchor, c.score, c.snippet)
-                     for c in local.citations)
-        return Reply("".join(shown) + notice + local.text, Route.FALLBACK, refs, local.confident,
+        return Reply("".join(shown) + notice + local.text, Route.FALLBACK,
+                     source_refs(local.citations), local.confident,
                      {"llm": self.llm.name, "error": exc.code.value}, streamed=True)
 
 
@@ -92,8 +81,4 @@ def _citations(text: str, passages: Sequence[PassageIn], scores: Sequence[float]
     chosen = [i for i in cited if 0 <= i < len(passages)] or list(range(len(passages)))
     return tuple(SourceRef(passages[i].source, passages[i].title, passages[i].anchor,
                            scores[i] if i < len(scores) else 0.0,
-                           _snippet(passages[i].text)) for i in chosen)
-
-
-def _snippet(text: str) -> str:
-    return text[:SNIPPET_CHARS].strip() + ("…" if len(text) > SNIPPET_CHARS else "")
+                           snippet(passages[i].text)) for i in chosen)

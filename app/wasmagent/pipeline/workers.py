@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from ..answer.extractive import compose_answer
+from collections.abc import Iterable
+
+from ..answer.extractive import AnswerCitation, compose_answer
 from ..errors import AgentError, ErrorCode
+from ..knowledge.kb import Hit
 from ..knowledge.library import Library
 from ..tools import ToolRegistry
 from .jobs import Job, Reply, Route, SourceRef
 
 NO_KNOWLEDGE = ("There are no documents in this knowledge base yet. Add some with "
                 "\"Add documents\", then ask again.")
+
+
+async def search(library: Library, default_kb: str, job: Job) -> list[Hit] | None:
+    """The asked knowledge base's best hits for the job's question; None when the question
+    names no knowledge base and the default one does not exist yet (nothing ingested)."""
+    try:
+        kb = await library.get(job.request.kb or default_kb)
+    except AgentError as exc:
+        if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
+            return None
+        raise
+    return await kb.search(job.request.text, job.embedding, job.request.top_k)
+
+
+def source_refs(citations: Iterable[AnswerCitation]) -> tuple[SourceRef, ...]:
+    return tuple(SourceRef(c.source, c.title, c.anchor, c.score, c.snippet) for c in citations)
 
 
 class RetrievalWorker:
@@ -20,19 +39,12 @@ class RetrievalWorker:
         self._default = default_kb
 
     async def __call__(self, job: Job) -> Reply:
-        name = job.request.kb or self._default
-        try:
-            kb = await self._library.get(name)
-        except AgentError as exc:
-            if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
-                return Reply(NO_KNOWLEDGE, Route.RETRIEVE, confident=False)
-            raise
-        hits = await kb.search(job.request.text, job.embedding, job.request.top_k)
+        hits = await search(self._library, self._default, job)
+        if hits is None:
+            return Reply(NO_KNOWLEDGE, Route.RETRIEVE, confident=False)
         answer = compose_answer(job.request.text, hits)
-        refs = tuple(SourceRef(c.source, c.title, c.anchor, c.score, c.snippet)
-                     for c in answer.citations)
-        return Reply(answer.text, Route.RETRIEVE, refs, answer.confident,
-                     {"kb": name, "hits": len(hits)})
+        return Reply(answer.text, Route.RETRIEVE, source_refs(answer.citations),
+                     answer.confident, {"kb": job.request.kb or self._default, "hits": len(hits)})
 
 
 class ToolWorker:

@@ -26,6 +26,10 @@ Contracts:
   propagates as `CancelledError`. If `aw` suppresses the cancellation and returns, `run` returns
   its value (as `asyncio.timeout` does). `run` must be awaited inside an asyncio task
   (`RuntimeError` otherwise, which would be a bug in the host).
+- `ctx.stream(source)` yields the items of an async iterable, each wait bound as by `run`, and
+  closes `source` (`aclose`) however the iteration ends, so a connection it holds is released
+  at once. Close the stream itself deterministically (`contextlib.aclosing`): an async
+  generator left by `break` or `return` is otherwise closed only when the loop collects it.
 - `add_done_callback(fn)` calls `fn(error)` once when the context becomes done and returns a
   function that unregisters it. `fn` runs synchronously inside `cancel()`, or from the loop for
   a deadline; on an already-done context it is scheduled with `call_soon`. An exception from
@@ -38,7 +42,7 @@ import asyncio
 import inspect
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..errors import AgentError, ErrorCode
@@ -270,6 +274,21 @@ class Context:
             unsub()
             binding.active = False
             binding.settle()
+
+    async def stream(self, source: AsyncIterable[T]) -> AsyncGenerator[T, None]:
+        """Iterate `source` bound to this context; see the module docstring."""
+        items = source.__aiter__()
+        try:
+            while True:
+                try:
+                    item = await self.run(items.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 class _Binding:
