@@ -31,6 +31,11 @@ const bootEvents = bootView(document, {
   onFail: () => setPill("engine", "failed", "failed"),
 });
 
+const SERVER_MESSAGES = {
+  connected: "Connected: questions use the server's LLM, with the local answer as fallback.",
+  reconnecting: "Connection lost: answers come from this browser; reconnecting in the background.",
+};
+
 // Boot progress drives the #boot section; the optional server link reports its state the same
 // way (unattributed progress events with stage "server").
 function onBootEvent(event) {
@@ -38,6 +43,8 @@ function onBootEvent(event) {
     const labels = { connected: "server: connected", reconnecting: "server: reconnecting…", off: "server" };
     $("server").hidden = event.message === "off";
     setPill("server", event.message, labels[event.message] ?? event.message);
+    // The settings' message follows the link too, or it would still say "Connected" after a drop.
+    if (SERVER_MESSAGES[event.message]) $("server-message").textContent = SERVER_MESSAGES[event.message];
     return;
   }
   bootEvents(event);
@@ -256,7 +263,7 @@ async function connectServer(url, token) {
     $("server-message").textContent = !url
       ? "Disconnected: answers come from this browser only."
       : result.connected
-        ? "Connected: questions use the server's LLM, with the local answer as fallback."
+        ? SERVER_MESSAGES.connected
         : `Not connected yet (${result.last_error || "no answer"}); retrying in the background.`;
   } catch (err) {
     $("server-message").textContent = `${err.message} (${err.code})`;

@@ -88,6 +88,7 @@ def test_llm_answers_stream_then_the_app_survives_the_server_dying_mid_answer(
     assert text.startswith("According to [1]"), "words already shown are kept"
     assert "upstream_failed" in text
     expect(page.locator("#server")).to_have_text("server: reconnecting…", timeout=10_000)
+    expect(page.locator("#server-message")).to_contain_text("Connection lost")
     shots = ROOT / "test-results/screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "server-fallback-desktop.png"))
@@ -102,6 +103,7 @@ def test_llm_answers_stream_then_the_app_survives_the_server_dying_mid_answer(
     # The server comes back: the link reconnects by itself and LLM answers resume.
     servers.restart()
     expect(page.locator("#server")).to_have_text("server: connected", timeout=45_000)
+    expect(page.locator("#server-message")).to_contain_text("Connected")
     again = page.evaluate(f"async () => (await wasmagentClient.ask({QUESTION!r})).answer")
     assert again["route"] == "llm"
     status = page.evaluate("wasmagentClient.status()")
