@@ -19,14 +19,17 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
 from tests.support.processes import start_fake, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 PASSAGE = {"source": "ferry.md", "title": "Ferry", "anchor": "ferry",
            "text": "The ferry to the island leaves at 7:45 every morning from pier four."}
 
@@ -118,6 +121,13 @@ async def _idle(port: int, pid: int, count: int) -> dict[str, Any]:
             "per_connection_kb": round((after - before) * 1024 / max(1, count), 1)}
 
 
+def _in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the load client on a thread of its own: the bench runner's thread already has a
+    running event loop (sync Playwright's), where `asyncio.run` is refused."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def run(ctx: Any) -> dict[str, Any]:
     _raise_fd_limit()  # the children inherit it
     quick = bool(getattr(ctx, "quick", False))
@@ -127,8 +137,8 @@ def run(ctx: Any) -> dict[str, Any]:
         try:
             server = start_server(Path(tmp), fake, "--rate", "0", key=None)
             try:
-                busy = asyncio.run(_busy(server.port, fake.port, sessions, rate=200.0))
-                quiet = asyncio.run(_idle(server.port, server.proc.popen.pid, idle))
+                busy = _in_own_loop(_busy(server.port, fake.port, sessions, rate=200.0))
+                quiet = _in_own_loop(_idle(server.port, server.proc.popen.pid, idle))
             finally:
                 server.proc.stop()
         finally:
