@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     TOOLS_LOAD = "tools_load_failed"
     """A site owner's tools file did not load (syntax error, exception, bad decorator use);
     the message names the file and line. The agent keeps the tools it had."""
+    CONFLICT = "conflict"
+    """A write lost a race: another process changed the same record first. Retried inside
+    durable jobs; a client seeing it may simply repeat the request."""
     NOT_FOUND = "not_found"
     """A named knowledge base, document, job or tool does not exist."""
     UPSTREAM = "upstream_failed"

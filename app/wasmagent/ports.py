@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from .errors import AgentError, ErrorCode
+
 DType = Literal["int64", "float32"]
 
 _TYPECODES: dict[DType, str] = {"int64": "q", "float32": "f"}
@@ -72,6 +74,13 @@ class Store(Protocol):
     """Durable key/value storage of bytes, ordered by key.
 
     Writes raise `AgentError(STORAGE)` when the medium refuses them (quota, closed).
+
+    `commit` is the one multi-key write, and it is atomic: either every put and delete lands
+    or none does (deletes apply before puts). It first checks `expect` (key -> the exact
+    bytes it must hold now, None for "absent") and, if any key differs, changes nothing and
+    raises `AgentError(CONFLICT)`.
+    Durable jobs build on it: a step's effects, its journal record and the job's lease are
+    one commit, so a crash never leaves half a step and two processes never both finish one.
     """
 
     async def get(self, key: str) -> bytes | None: ...
@@ -81,6 +90,18 @@ class Store(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def keys(self, prefix: str = "") -> list[str]: ...
+
+    async def commit(self, puts: Mapping[str, bytes], deletes: Sequence[str] = (),
+                     expect: Mapping[str, bytes | None] | None = None) -> None: ...
+
+
+def check_expect(current: Mapping[str, bytes | None], expect: Mapping[str, bytes | None]
+                 ) -> None:
+    """Raise `conflict` unless every expected key holds the expected value (stores share it)."""
+    for key, wanted in expect.items():
+        if current.get(key) != wanted:
+            raise AgentError(ErrorCode.CONFLICT,
+                             f"{key!r} was changed by someone else; the write was not applied")
 
 
 class MemoryStore:
@@ -102,6 +123,15 @@ class MemoryStore:
 
     async def keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.data if k.startswith(prefix))
+
+    async def commit(self, puts: Mapping[str, bytes], deletes: Sequence[str] = (),
+                     expect: Mapping[str, bytes | None] | None = None) -> None:
+        if expect:
+            check_expect({k: self.data.get(k) for k in expect}, expect)
+        for key in deletes:
+            self.data.pop(key, None)
+        for key, value in puts.items():
+            self.data[key] = bytes(value)
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from js import Object
@@ -86,10 +86,20 @@ class IndexedDbStore:
         found = await self._call("keys", prefix)
         return [str(k) for k in found]
 
+    async def commit(self, puts: Mapping[str, bytes], deletes: Sequence[str] = (),
+                     expect: Mapping[str, bytes | None] | None = None) -> None:
+        await self._call("commit", _js_object({k: to_js(v) for k, v in puts.items()}),
+                         to_js(list(deletes)),
+                         _js_object({k: None if v is None else to_js(v)
+                                     for k, v in (expect or {}).items()}))
+
     async def _call(self, method: str, *args: Any) -> Any:
         try:
             return await getattr(self._store, method)(*args)
         except JsException as exc:
+            if "ConflictError" in str(exc):
+                raise AgentError(ErrorCode.CONFLICT, f"{exc}; the write was not applied"
+                                 ) from None
             raise AgentError(ErrorCode.STORAGE, f"browser storage failed: {exc}") from None
 
 

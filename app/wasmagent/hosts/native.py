@@ -12,7 +12,7 @@ import asyncio
 import json
 import sqlite3
 from array import array
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import RETRYABLE_STATUS, AgentError, ErrorCode, UpstreamError
-from ..ports import Host, LoopClock, Tensor
+from ..ports import Host, LoopClock, Tensor, check_expect
 
 T = TypeVar("T")
 
@@ -122,6 +122,33 @@ class SqliteStore:
 
     async def delete(self, key: str) -> None:
         await self._do("DELETE FROM kv WHERE key = ?", (key,))
+
+    async def commit(self, puts: Mapping[str, bytes], deletes: Sequence[str] = (),
+                     expect: Mapping[str, bytes | None] | None = None) -> None:
+        def run() -> None:
+            db = self._db
+            # IMMEDIATE takes the write lock before the reads, so no other connection can
+            # change an expected key between the check and the writes.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if expect:
+                    current = {}
+                    for key in expect:
+                        row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                        current[key] = None if row is None else bytes(row[0])
+                    check_expect(current, expect)
+                db.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in deletes])
+                db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                               list(puts.items()))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        try:
+            await self._worker.call(run)
+        except sqlite3.Error as exc:
+            raise AgentError(ErrorCode.STORAGE, f"SQLite failed: {exc}") from None
 
     async def keys(self, prefix: str = "") -> list[str]:
         rows = await self._do("SELECT key FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
