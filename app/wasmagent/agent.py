@@ -35,6 +35,10 @@ from .protocol import (
     peek_id,
 )
 
+USER_CANCEL = "cancelled by the caller"
+"""The message of the `CancelledError` a `cancel` request raises in its target, so a handler
+can tell it from the client going away (which, for a durable job, must not cancel it)."""
+
 Sink = Callable[[str], None]
 Admit = Callable[[Request], None]
 Handler = Callable[[Any, Callable[[Event], None]], Awaitable[None]]
@@ -128,7 +132,7 @@ class Agent:
     async def _cancel(self, request: Cancel, emit: Callable[[Event], None]) -> None:
         task = self._tasks.get(request.target)
         if task is not None and request.target != request.id:
-            task.cancel()
+            task.cancel(USER_CANCEL)
         emit(Result(request.id, {"target": request.target, "cancelled": task is not None}))
 
     def status(self) -> dict[str, Any]:

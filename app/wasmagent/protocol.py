@@ -90,6 +90,9 @@ class Ask:
     top_k: int = field(default=5, metadata=_limit(lo=1, hi=50))
     mode: str = field(default="auto", metadata=_limit(choices=ASK_MODES))
     passages: list[PassageIn] | None = field(default=None, metadata=_limit(max_len=MAX_PASSAGES))
+    conversation: str | None = field(default=None, metadata=_limit(min_len=1, max_len=MAX_ID))
+    """Continues this conversation: the LLM sees its earlier turns (from the shared store,
+    whichever server process answered them) and the answer joins it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,10 @@ class Embed:
 
 @dataclass(frozen=True, slots=True)
 class Ingest:
-    """Add documents to a knowledge base, with `progress` events; cancellable."""
+    """Add documents to a knowledge base as a durable job: `progress` events, then a result
+    naming the `job`. The job survives a page reload or server restart and resumes where it
+    stopped (follow it again with `jobs.watch`). Cancelling this request cancels the job; a
+    dropped connection does not."""
 
     TYPE: ClassVar[str] = "ingest"
     id: str
@@ -155,6 +161,45 @@ class HistoryList:
     TYPE: ClassVar[str] = "history.list"
     id: str
     limit: int = field(default=50, metadata=_limit(lo=1, hi=500))
+    conversation: str | None = field(default=None, metadata=_limit(min_len=1, max_len=MAX_ID))
+
+
+@dataclass(frozen=True, slots=True)
+class JobsList:
+    """Durable jobs (ingestions), newest first, each with its status, progress, attempts and
+    last error."""
+
+    TYPE: ClassVar[str] = "jobs.list"
+    id: str
+    limit: int = field(default=50, metadata=_limit(lo=1, hi=500))
+
+
+@dataclass(frozen=True, slots=True)
+class JobsGet:
+    """One durable job's record."""
+
+    TYPE: ClassVar[str] = "jobs.get"
+    id: str
+    job: str = field(metadata=_limit(min_len=1, max_len=MAX_ID))
+
+
+@dataclass(frozen=True, slots=True)
+class JobsCancel:
+    """Cancel a durable job wherever it runs; what its finished steps stored is kept."""
+
+    TYPE: ClassVar[str] = "jobs.cancel"
+    id: str
+    job: str = field(metadata=_limit(min_len=1, max_len=MAX_ID))
+
+
+@dataclass(frozen=True, slots=True)
+class JobsWatch:
+    """Follow a durable job (e.g. one resumed after a reload): `progress` events as it
+    advances, then its record as the `result`, or the job's own error if it failed."""
+
+    TYPE: ClassVar[str] = "jobs.watch"
+    id: str
+    job: str = field(metadata=_limit(min_len=1, max_len=MAX_ID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +234,11 @@ class ToolsLoad:
 
 
 Request = (Status | Ask | Embed | Ingest | Cancel | KbList | KbDelete | KbPassage | HistoryList
-           | DataClear | ServerConnect | ToolsLoad)
+           | DataClear | ServerConnect | ToolsLoad | JobsList | JobsGet | JobsCancel | JobsWatch)
 REQUEST_TYPES: dict[str, type[Any]] = {
     cls.TYPE: cls for cls in (Status, Ask, Embed, Ingest, Cancel, KbList, KbDelete, KbPassage,
-                              HistoryList, DataClear, ServerConnect, ToolsLoad)
+                              HistoryList, DataClear, ServerConnect, ToolsLoad, JobsList,
+                              JobsGet, JobsCancel, JobsWatch)
 }
 
 # ---- events ---------------------------------------------------------------------------------

@@ -8,29 +8,37 @@ tools and canned replies, with `status` saying the model is missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict
+from typing import Any, NoReturn
 
-from .agent import Admit, Agent, Sink
+from .agent import USER_CANCEL, Admit, Agent, Sink
 from .errors import AgentError, ErrorCode
 from .inference.embedder import EMBEDDING_DIM, Embedder
 from .inference.intent import IntentClassifier
 from .knowledge.dump import load_dump
+from .knowledge.ingest import ingest
 from .knowledge.library import Library
 from .llm import Llm
 from .pipeline import Pipeline, Route, Router
 from .pipeline.llm_worker import LlmWorker
 from .pipeline.pipeline import Worker
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
-from .ports import Host, Store
+from .ports import Host, MemoryStore, Store
 from .protocol import (
     Ask,
     DataClear,
+    DocumentIn,
     Embed,
     Event,
     HistoryList,
     Ingest,
+    JobsCancel,
+    JobsGet,
+    JobsList,
+    JobsWatch,
     KbDelete,
     KbList,
     KbPassage,
@@ -43,6 +51,7 @@ from .telemetry import Telemetry
 from .text.tokenizer import WordPieceTokenizer
 from .tools import default_tools, parse_tool_request
 from .tools.owner import SiteTools, ToolCall
+from .workflow import JobRecord, JobStatus, Run, Workflows
 
 DEFAULT_KB = "default"
 INTENT_LABELS = ("question", "tool", "smalltalk", "out_of_scope")
@@ -54,8 +63,10 @@ class Service:
     def __init__(self, host: Host, sink: Sink, *, intent_labels: tuple[str, ...] | None = None,
                  telemetry: Telemetry | None = None, llm: Llm | None = None,
                  pool_size: int = 8, max_in_flight: int = 1024,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, job_lease_s: float = 10.0) -> None:
         self.host = host
+        # Without a durable store, jobs and knowledge still work for the life of the process.
+        self.store: Store = host.store if host.store is not None else MemoryStore()
         self.telemetry = telemetry or Telemetry(clock=host.clock)
         self.tokenizer = WordPieceTokenizer.from_vocab_text(host.vocab) if host.vocab else None
         self.embedder: Embedder | None = None
@@ -63,7 +74,9 @@ class Service:
         if host.inference is not None and self.tokenizer is not None:
             self.embedder = Embedder(host.inference, self.tokenizer, clock=host.clock)
             intent = IntentClassifier(host.inference, intent_labels or INTENT_LABELS)
-        self.library = Library(host.store, host.vectors, self.embedder)
+        self.library = Library(self.store, host.vectors, self.embedder, clock=host.clock)
+        self.workflows = Workflows(self.store, host.clock, lease_s=job_lease_s)
+        self.workflows.register("ingest", self._ingest_job)
         self.tools = default_tools(clock=host.clock)
         self.llm = llm
         self.site_tools = SiteTools(self.tools)
@@ -93,13 +106,21 @@ class Service:
         agent.route(KbPassage, self._kb_passage)
         agent.route(HistoryList, self._history)
         agent.route(DataClear, self._clear)
+        agent.route(JobsList, self._jobs_list)
+        agent.route(JobsGet, self._jobs_get)
+        agent.route(JobsCancel, self._jobs_cancel)
+        agent.route(JobsWatch, self._jobs_watch)
         return agent
 
     def start(self) -> Agent:
+        """Start the pipeline, and resume journaled jobs (now, then whenever a lease lapses:
+        another process or tab that held one may have died)."""
         self.pipeline.start()
+        self.workflows.scan_every(self.workflows.lease_s)
         return self.agent
 
     async def aclose(self) -> None:
+        await self.workflows.aclose()
         await self.pipeline.aclose()
         await self.library.aclose()
         if self.embedder is not None:
@@ -128,16 +149,75 @@ class Service:
             "log": self.telemetry.recent(),
         }
 
+    async def _ingest_job(self, run: Run, job: dict[str, Any]) -> dict[str, Any]:
+        documents = [DocumentIn(**d) for d in job["documents"]]
+        report = await ingest(self.library, job["kb"], documents, step=run.step,
+                              progress=run.progress)
+        return report.to_dict()
+
     async def _ingest(self, request: Ingest, emit: Callable[[Event], None]) -> None:
-        ctx = Context(request.id, clock=self.host.clock)
+        job_input = {"kb": request.kb, "documents": [asdict(d) for d in request.documents]}
+        title = f"add {len(request.documents)} document(s) to {request.kb}"
+        with self.telemetry.timer("ingest", request_id=request.id):
+            try:
+                job_id = await self.workflows.start("ingest", job_input, title=title)
+            except AgentError as exc:
+                if exc.code is not ErrorCode.STORAGE:
+                    raise
+                await self._ingest_unsaved(request, emit)
+            try:
+                record = await self._follow(job_id, request.id, emit)
+            except asyncio.CancelledError as exc:
+                if USER_CANCEL in exc.args:  # not when the client merely went away
+                    await asyncio.shield(self.workflows.cancel(job_id))
+                raise
+            except AgentError as exc:
+                if exc.code is not ErrorCode.STORAGE:
+                    raise
+                await self._ingest_unsaved(request, emit)
+        emit(Result(request.id, {**(record.result or {}), "job": job_id}))
+
+    async def _ingest_unsaved(self, request: Ingest, emit: Callable[[Event], None]) -> NoReturn:
+        """The store refused the job (full quota): index in memory for this session, then
+        report the storage failure."""
 
         def progress(done: int, total: int, message: str) -> None:
             emit(Progress(request.id, "ingest", done, total, message))
 
-        with self.telemetry.timer("ingest", request_id=request.id):
-            report = await ctx.run(self.library.ingest(request.kb, request.documents, ctx=ctx,
-                                                       progress=progress))
-        emit(Result(request.id, report.to_dict()))
+        error = await self.library.ingest_unsaved(request.kb, request.documents,
+                                                  progress=progress)
+        raise error or AgentError(ErrorCode.STORAGE, "the documents could not be saved")
+
+    async def _follow(self, job_id: str, request_id: str, emit: Callable[[Event], None]
+                      ) -> JobRecord:
+        """Forward a job's progress as `progress` events; its final record, or its error."""
+        record = await self.workflows.get(job_id)
+        async for record in self.workflows.watch(job_id):
+            p = record.progress
+            if p:
+                emit(Progress(request_id, record.kind, p.get("done"), p.get("total"),
+                              p.get("message")))
+        if record.status is JobStatus.DONE:
+            return record
+        if record.status is JobStatus.CANCELLED:
+            raise AgentError(ErrorCode.CANCELLED, f"job {job_id} was cancelled")
+        error = record.last_error or {}
+        code = ErrorCode(error.get("code", ErrorCode.INTERNAL.value))
+        raise AgentError(code, error.get("message", f"job {job_id} failed"))
+
+    async def _jobs_list(self, request: JobsList, emit: Callable[[Event], None]) -> None:
+        jobs = await self.workflows.recent(request.limit)
+        emit(Result(request.id, {"jobs": [job.public() for job in jobs]}))
+
+    async def _jobs_get(self, request: JobsGet, emit: Callable[[Event], None]) -> None:
+        emit(Result(request.id, (await self.workflows.get(request.job)).public()))
+
+    async def _jobs_cancel(self, request: JobsCancel, emit: Callable[[Event], None]) -> None:
+        emit(Result(request.id, (await self.workflows.cancel(request.job)).public()))
+
+    async def _jobs_watch(self, request: JobsWatch, emit: Callable[[Event], None]) -> None:
+        record = await self._follow(request.job, request.id, emit)
+        emit(Result(request.id, record.public()))
 
     async def _embed(self, request: Embed, emit: Callable[[Event], None]) -> None:
         if self.embedder is None:

@@ -282,7 +282,8 @@ channel.onmessage = () => { full = true; channel.postMessage("full"); };
 export async function openStore(name) {
   const store = await realOpenStore(name);
   const refuse = () => Promise.reject(new DOMException("The quota has been exceeded.", "QuotaExceededError"));
-  return { ...store, put: (key, value) => (full ? refuse() : store.put(key, value)) };
+  return { ...store, put: (key, value) => (full ? refuse() : store.put(key, value)),
+           commit: (...args) => (full ? refuse() : store.commit(...args)) };
 }
 """
 

@@ -10,7 +10,7 @@ from wasmagent import ports
 from wasmagent.agent import Agent
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.pipeline import Job, Pipeline, Reply, Route, Router, SourceRef
-from wasmagent.pipeline.pipeline import split_stream
+from wasmagent.pipeline.pipeline import conversation_turns, split_stream
 from wasmagent.pipeline.router import rule_route
 from wasmagent.ports import Host, LoopClock
 from wasmagent.protocol import Ask
@@ -27,6 +27,11 @@ class MemoryStore(ports.MemoryStore):
         if self.fail:
             raise AgentError(ErrorCode.STORAGE, "quota exceeded")
         await super().put(key, value)
+
+    async def commit(self, puts: Any, deletes: Any = (), expect: Any = None) -> None:
+        if self.fail:
+            raise AgentError(ErrorCode.STORAGE, "quota exceeded")
+        await super().commit(puts, deletes, expect)
 
 
 def _parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:
@@ -192,17 +197,33 @@ async def test_overload_is_refused_with_a_clear_code() -> None:
     await pipeline.aclose()
 
 
-async def test_a_failing_store_never_breaks_an_answer() -> None:
+async def test_a_failing_store_never_breaks_an_answer_and_says_it_was_not_saved() -> None:
     store = MemoryStore(fail=True)
     agent, pipeline, events = _setup(store)
     _ask(agent, "q", "a question")
     await agent.drain()
-    assert _of(events, "q")[-1]["type"] == "done"
-    for _ in range(100):
-        if pipeline.persist_failures:
-            break
-        await asyncio.sleep(0.001)
+    answer, terminal = _of(events, "q")[-2:]
+    assert answer["type"] == "answer" and "grounded in the docs" in answer["text"]
+    assert terminal["type"] == "error" and terminal["code"] == "storage_failed"
+    assert "not saved" in terminal["message"] and "quota" in terminal["message"]
     assert pipeline.persist_failures == 1
+    await pipeline.aclose()
+
+
+async def test_done_means_the_turn_is_saved_and_conversations_are_indexed() -> None:
+    store = MemoryStore()
+    agent, pipeline, events = _setup(store)
+    for rid in ("q1", "q2"):
+        agent.submit(json.dumps({"v": 1, "type": "ask", "id": rid, "text": f"question {rid}",
+                                 "conversation": "c/1"}))
+        await agent.drain()
+        assert _of(events, rid)[-1]["type"] == "done"
+    _ask(agent, "other", "not in the conversation")
+    await agent.drain()
+    turns = await conversation_turns(store, "c/1", 10)
+    assert [t["question"] for t in turns] == ["question q1", "question q2"]
+    assert all(t["conversation"] == "c/1" for t in turns)
+    assert len(await store.keys("history/")) == 3
     await pipeline.aclose()
 
 

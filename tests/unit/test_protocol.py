@@ -91,7 +91,7 @@ def test_schema_covers_every_message_and_error_code() -> None:
     requests, events = schema["$defs"]["requests"], schema["$defs"]["events"]
     assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete",
                              "kb.passage", "history.list", "data.clear", "server.connect",
-                             "tools.load"}
+                             "tools.load", "jobs.list", "jobs.get", "jobs.cancel", "jobs.watch"}
     assert set(events) == {"progress", "delta", "citation", "answer", "result", "error", "done"}
     assert set(events["error"]["properties"]["code"]["enum"]) == {c.value for c in ErrorCode}
     ask = requests["ask"]

@@ -7,28 +7,40 @@ Storage layout in the `Store` (all under `kb/<name>/`):
 - `lexical`            the serialised BM25 index of the first `lexical_segments` segments
 
 Segments are append-only, so saving new documents never rewrites old chunks or vectors.
-A segment becomes visible only once `meta` names it: a crash mid-save leaves the previous
-state intact (orphan segment keys are overwritten by the next save). The BM25 index is large,
-so it is saved once per ingestion (`save_lexical`), not per segment; loading re-indexes the few
-segments saved after it.
+A segment and the `meta` that names it are staged into one atomic `Store.commit` that expects
+the meta as this process last saw it: a crash leaves either the whole segment or nothing, and
+a second writer (another server process, another tab) gets `conflict` instead of overwriting
+a segment; it catches up (`catch_up` loads the segments it has not seen) and tries again.
+In-memory state changes only after the commit (`apply_*`), under `sync`, so a catch-up and an
+own commit never add the same segment twice. The BM25 index is large, so it is saved once per
+ingestion (`stage_lexical`), not per segment; loading re-indexes the few segments after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import AgentError, ErrorCode
 from ..ports import Store, VectorSearch
-from ..retrieval.chunking import Chunk
+from ..retrieval.chunking import Chunk, ChunkDeduper
 from ..retrieval.fusion import fuse
 from ..retrieval.lexical import BM25Index
 
 FORMAT = 1
+
+
+class Staging(Protocol):
+    """Where staged writes go (a durable job step's `Tx`)."""
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def expect_value(self, key: str, value: bytes | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,10 @@ class KnowledgeBase:
         self._lexical_segments = 0
         self._has_vectors = True
         self.sources: dict[str, int] = {}
+        self.stored_meta: bytes | None = None
+        """The meta bytes as last read from or committed to the store (None: never saved)."""
+        self.sync = asyncio.Lock()
+        self._dedup: set[str] | None = None
 
     @property
     def space(self) -> str:
@@ -70,6 +86,8 @@ class KnowledgeBase:
         for offset, chunk in enumerate(chunks):
             self.lexical.add(base + offset, chunk.search_text)
             self.sources[chunk.source] = self.sources.get(chunk.source, 0) + 1
+            if self._dedup is not None:
+                self._dedup.add(ChunkDeduper.key(chunk.text))
         self.chunks.extend(chunks)
         if vectors is None:
             self._has_vectors = False
@@ -94,30 +112,83 @@ class KnowledgeBase:
     def _key(self, *parts: str) -> str:
         return "/".join(["kb", self.name, *parts])
 
-    async def commit(self, store: Store, chunks: Sequence[Chunk],
-                     vectors: array | None) -> None:  # type: ignore[type-arg]
-        """Persist a newly added segment, then the meta that names it."""
+    def known(self, text: str) -> bool:
+        """Whether a chunk with this text (normalised) is already stored."""
+        if self._dedup is None:  # built on first use: loading should not pay for it
+            self._dedup = {ChunkDeduper.key(c.text) for c in self.chunks}
+        return ChunkDeduper.key(text) in self._dedup
+
+    def stage_segment(self, tx: Staging, chunks: Sequence[Chunk],
+                      vectors: array | None) -> bytes:  # type: ignore[type-arg]
+        """Stage the next segment and the meta naming it; returns that meta for `apply`."""
         seg = f"{self._segments:06d}"
         payload = json.dumps([asdict(c) for c in chunks], ensure_ascii=False).encode()
-        await store.put(self._key("seg", seg, "chunks"), payload)
+        tx.put(self._key("seg", seg, "chunks"), payload)
         if vectors is not None:
-            await store.put(self._key("seg", seg, "vectors"), _le_bytes(vectors))
-        self._segments += 1
-        await store.put(self._key("meta"), json.dumps(self.meta()).encode())
+            tx.put(self._key("seg", seg, "vectors"), _le_bytes(vectors))
+        sources = dict(self.sources)
+        for c in chunks:
+            sources[c.source] = sources.get(c.source, 0) + 1
+        meta = self.meta() | {"chunks": len(self.chunks) + len(chunks),
+                              "segments": self._segments + 1, "sources": sources,
+                              "vectors": self._has_vectors and vectors is not None}
+        return self._stage_meta(tx, meta)
 
-    async def save_lexical(self, store: Store) -> None:
-        """Persist the BM25 index as of now (once per ingestion: it is the largest value)."""
+    async def apply_segment(self, meta: bytes, chunks: Sequence[Chunk],
+                            vectors: array | None) -> None:  # type: ignore[type-arg]
+        """Make a committed segment visible in memory (skipped if a catch-up already did)."""
+        async with self.sync:
+            if int(json.loads(meta)["segments"]) <= self._segments:
+                return
+            await self.add(chunks, vectors)
+            self._segments += 1
+            self.stored_meta = meta
+
+    def stage_lexical(self, tx: Staging) -> bytes | None:
+        """Stage the BM25 index as of now, or None if the saved one is current."""
         if self._lexical_segments == self._segments:
-            return
-        await store.put(self._key("lexical"), self.lexical.to_bytes())
-        self._lexical_segments = self._segments
-        await store.put(self._key("meta"), json.dumps(self.meta()).encode())
+            return None
+        tx.put(self._key("lexical"), self.lexical.to_bytes())
+        return self._stage_meta(tx, self.meta() | {"lexical_segments": self._segments})
+
+    def apply_lexical(self, meta: bytes) -> None:
+        self._lexical_segments = int(json.loads(meta)["lexical_segments"])
+        self.stored_meta = meta
+
+    def _stage_meta(self, tx: Staging, meta: dict[str, Any]) -> bytes:
+        raw = json.dumps(meta).encode()
+        tx.expect_value(self._key("meta"), self.stored_meta)
+        tx.put(self._key("meta"), raw)
+        return raw
 
     def meta(self) -> dict[str, Any]:
         return {"format": FORMAT, "name": self.name, "chunks": len(self.chunks), "dim": self.dim,
                 "segments": self._segments, "lexical_segments": self._lexical_segments,
                 "vectors": self._has_vectors,
                 "sources": self.sources}
+
+    async def catch_up(self, store: Store, raw: bytes) -> bool:
+        """Load the segments another writer committed since we last looked (`raw` is the
+        stored meta now). False when the stored base is not a continuation of ours (deleted
+        and re-created): the caller reloads it whole."""
+        meta = json.loads(raw)
+        async with self.sync:
+            if int(meta["segments"]) < self._segments or int(meta["dim"]) != self.dim:
+                return False
+            for n in range(self._segments, int(meta["segments"])):
+                chunks, vectors = await self._read_segment(store, n)
+                await self.add(chunks, vectors)
+            self._segments = int(meta["segments"])
+            self._lexical_segments = int(meta.get("lexical_segments", 0))
+            self.stored_meta = raw
+        return True
+
+    async def _read_segment(self, store: Store, n: int
+                            ) -> tuple[list[Chunk], array | None]:  # type: ignore[type-arg]
+        seg = f"{n:06d}"
+        raw_chunks = json.loads(await _need(store, self._key("seg", seg, "chunks")))
+        data = await store.get(self._key("seg", seg, "vectors"))
+        return [Chunk(**c) for c in raw_chunks], None if data is None else _from_le_bytes(data)
 
     @classmethod
     async def load(cls, store: Store, name: str, vectors: VectorSearch | None
@@ -128,6 +199,7 @@ class KnowledgeBase:
         if raw is None:
             return None
         meta = json.loads(raw)
+        kb.stored_meta = raw
         kb.dim = int(meta["dim"])
         for n in range(int(meta["segments"])):
             seg = f"{n:06d}"
@@ -146,15 +218,16 @@ class KnowledgeBase:
         kb._lexical_segments = int(meta.get("lexical_segments", 0))
         saved = await store.get(kb._key("lexical")) if kb._lexical_segments else None
         kb.lexical = BM25Index.from_bytes(saved) if saved is not None else BM25Index()
+        if len(kb.lexical) > len(kb.chunks):  # saved by a writer that committed after our read
+            kb.lexical = BM25Index()
         covered = len(kb.lexical)
         for n in range(covered, len(kb.chunks)):
             kb.lexical.add(n, kb.chunks[n].search_text)
         return kb
 
     async def delete(self, store: Store) -> None:
-        """Remove every stored key of this knowledge base and its vectors."""
-        for key in await store.keys(self._key("")):
-            await store.delete(key)
+        """Remove every stored key of this knowledge base (one atomic commit) and its vectors."""
+        await store.commit({}, await store.keys(self._key("")))
         if self._vectors is not None:
             await self._vectors.drop(self.space)
 

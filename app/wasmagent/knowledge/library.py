@@ -1,62 +1,51 @@
 """The named knowledge bases of one agent: create by ingesting, load lazily, list, delete.
 
-Ingestion contract (`Library.ingest`):
-- documents are extracted and chunked in Python (pure functions), embedded in batches at
-  background priority (questions asked meanwhile go first), added to the knowledge base, then
-  committed to the store as one segment per batch of chunks;
-- `progress(done, total, message)` is called after each document and each embedded batch;
-- the context cancels it between steps; what was committed before stays, and is consistent;
-- a document that cannot be read is skipped and reported in the result, never fatal.
+The store is the truth and other writers may share it (server processes on one database,
+browser tabs on one IndexedDB): an open knowledge base checks the stored meta at most every
+`refresh_s` seconds before answering and catches up with segments others committed.
+Ingestion itself is `knowledge/ingest.py`; this module supplies its steps (`add_batch`,
+`stage_index`), which stage writes and apply them to memory only once they are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import AgentError, ErrorCode
 from ..inference.embedder import Embedder
-from ..ports import Store, VectorSearch
+from ..ports import Clock, LoopClock, MemoryStore, Store, VectorSearch
 from ..protocol import DocumentIn
 from ..retrieval.chunking import Chunk, ChunkDeduper, chunk_document
 from ..retrieval.extract import Kind, detect_kind, extract_sections
 from ..runtime.batcher import Priority
 from ..runtime.context import Context
+from ..workflow import Tx
+from .ingest import EMBED_GROUP, IngestReport, Progress, StepFn, direct_step, ingest
 from .kb import KnowledgeBase
 
-Progress = Callable[[int, int, str], None]
-EMBED_GROUP = 64
-
-
-@dataclass(slots=True)
-class IngestReport:
-    """What an ingestion did, for the caller's `result` event and logs."""
-
-    kb: str
-    documents: int = 0
-    chunks_added: int = 0
-    duplicates: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kb": self.kb, "documents": self.documents, "chunks_added": self.chunks_added,
-                "duplicates": self.duplicates, "skipped": self.skipped}
+__all__ = ["IngestReport", "Library"]
 
 
 class Library:
     """Knowledge bases by name, persisted through a `Store`."""
 
     def __init__(self, store: Store | None, vectors: VectorSearch | None,
-                 embedder: Embedder | None) -> None:
-        self.store = store
+                 embedder: Embedder | None, *, clock: Clock | None = None,
+                 refresh_s: float = 1.0) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
         self.vectors = vectors
         self.embedder = embedder
+        self._clock = clock or LoopClock()
+        self._refresh_s = refresh_s
         self._open: dict[str, KnowledgeBase] = {}
-        self._dedupers: dict[str, ChunkDeduper] = {}
+        self._checked: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warming: set[asyncio.Task[None]] = set()
+        self._chunked: tuple[DocumentIn, list[Chunk], str | None] | None = None
+        self._unsaved: set[str] = set()
+        """Knowledge bases the store refused (quota): kept in memory for this session."""
 
     async def aclose(self) -> None:
         for task in list(self._warming):
@@ -64,25 +53,42 @@ class Library:
         await asyncio.gather(*self._warming, return_exceptions=True)
 
     async def names(self) -> list[str]:
-        found = set(self._open)
-        if self.store is not None:
-            found |= {k.split("/")[1] for k in await self.store.keys("kb/") if k.endswith("/meta")}
+        found = {k.split("/")[1] for k in await self.store.keys("kb/") if k.endswith("/meta")}
         return sorted(found)
 
     async def get(self, name: str) -> KnowledgeBase:
         """The knowledge base `name`; raises `not_found` if it does not exist."""
-        kb = await self._load(name)
+        kb = await self.fresh(name)
         if kb is None:
             raise AgentError(ErrorCode.NOT_FOUND, f"there is no knowledge base named {name!r}")
         return kb
 
-    async def _load(self, name: str) -> KnowledgeBase | None:
-        if name not in self._open and self.store is not None:
-            kb = await KnowledgeBase.load(self.store, name, self.vectors)
-            if kb is not None:
-                self._open[name] = kb
-                self._warm(kb)
-        return self._open.get(name)
+    async def fresh(self, name: str, *, now: bool = False) -> KnowledgeBase | None:
+        """The knowledge base as stored (checked at most every `refresh_s`, or `now`)."""
+        kb = self._open.get(name)
+        due = self._checked.get(name, float("-inf")) + self._refresh_s
+        if kb is not None and (name in self._unsaved or (not now
+                               and self._clock.monotonic() < due)):
+            return kb
+        async with self._lock(name):
+            raw = await self.store.get(f"kb/{name}/meta")
+            self._checked[name] = self._clock.monotonic()
+            kb = self._open.get(name)
+            if kb is not None and raw == kb.stored_meta:
+                return kb
+            if kb is not None and raw is not None and await kb.catch_up(self.store, raw):
+                return kb
+            return await self._reload(name, kb)
+
+    async def _reload(self, name: str, stale: KnowledgeBase | None) -> KnowledgeBase | None:
+        if stale is not None and self.vectors is not None:
+            await self.vectors.drop(stale.space)
+        self._open.pop(name, None)
+        kb = await KnowledgeBase.load(self.store, name, self.vectors)
+        if kb is not None:
+            self._open[name] = kb
+            self._warm(kb)
+        return kb
 
     def _warm(self, kb: KnowledgeBase) -> None:
         """Precompute the BM25 impact lists in the background, a slice at a time, so the first
@@ -97,16 +103,13 @@ class Library:
         task.add_done_callback(self._warming.discard)
 
     async def delete(self, name: str) -> bool:
-        kb = await self._load(name)
+        kb = await self.fresh(name, now=True)
         if kb is None:
             return False
         async with self._lock(name):
-            if self.store is not None:
-                await kb.delete(self.store)
-            elif self.vectors is not None:
-                await self.vectors.drop(kb.space)
+            await kb.delete(self.store)
             self._open.pop(name, None)
-            self._dedupers.pop(name, None)
+            self._unsaved.discard(name)
         return True
 
     async def clear(self) -> int:
@@ -124,66 +127,109 @@ class Library:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def _deduper(self, kb: KnowledgeBase) -> ChunkDeduper:
-        if kb.name not in self._dedupers:
-            deduper = ChunkDeduper()
-            for chunk in kb.chunks:
-                deduper.seen(chunk)
-            self._dedupers[kb.name] = deduper
-        return self._dedupers[kb.name]
+    # -- ingestion ---------------------------------------------------------------------------
 
     async def ingest(self, name: str, documents: Sequence[DocumentIn], *,
                      ctx: Context | None = None, progress: Progress | None = None
                      ) -> IngestReport:
-        """Add documents to `name` (created if missing); see the module docstring."""
-        report = IngestReport(name)
-        notify = progress or (lambda done, total, message: None)
-        async with self._lock(name):
-            kb = await self._load(name) or KnowledgeBase(name, self.vectors)
-            self._open[name] = kb
-            deduper = await self._deduper(kb)
-            pending: list[Chunk] = []
-            for n, doc in enumerate(documents, 1):
-                if ctx is not None:
-                    ctx.raise_if_done()
-                fresh = self._chunk(doc, deduper, report)
-                pending.extend(fresh)
-                notify(n, len(documents), f"read {doc.source}")
-                while len(pending) >= EMBED_GROUP:
-                    group, pending = pending[:EMBED_GROUP], pending[EMBED_GROUP:]
-                    await self._add(kb, group, ctx, report)
-                    notify(n, len(documents), f"indexed {report.chunks_added} passages")
-                await asyncio.sleep(0)  # let questions through between documents
-            if pending:
-                await self._add(kb, pending, ctx, report)
-                notify(len(documents), len(documents), f"indexed {report.chunks_added} passages")
-            if self.store is not None:
-                await kb.save_lexical(self.store)
-            report.documents = len(documents)
-        return report
+        """Add documents without a journal (CLI, benchmarks); the `ingest` job is durable."""
+        if ctx is not None:
+            return await ctx.run(ingest(self, name, documents, step=direct_step(self.store),
+                                        progress=progress))
+        return await ingest(self, name, documents, step=direct_step(self.store),
+                            progress=progress)
 
-    def _chunk(self, doc: DocumentIn, deduper: ChunkDeduper, report: IngestReport) -> list[Chunk]:
-        try:
-            kind: Kind = doc.kind or detect_kind(doc.source, doc.text)  # type: ignore[assignment]
-            parsed = extract_sections(doc.text, kind, source=doc.source)
-            chunks = chunk_document(parsed, source=doc.source)
-        except Exception as exc:  # a malformed document must not stop the batch
-            report.skipped.append({"source": doc.source, "reason": f"{type(exc).__name__}: {exc}"})
-            return []
-        fresh = [c for c in chunks if not deduper.seen(c)]
-        report.duplicates += len(chunks) - len(fresh)
-        return fresh
+    async def ingest_unsaved(self, name: str, documents: Sequence[DocumentIn], *,
+                             progress: Progress | None = None) -> AgentError | None:
+        """Add documents even if the store refuses them (a full quota): what cannot be saved
+        is kept in memory for this session. Returns the storage error, if there was one."""
+        failure: list[AgentError] = []
 
-    async def _add(self, kb: KnowledgeBase, chunks: list[Chunk], ctx: Context | None,
-                   report: IngestReport) -> None:
+        async def step(label: str, fn: StepFn) -> Any:
+            tx = Tx()
+            result = await fn(tx)
+            if name not in self._unsaved:
+                try:
+                    await self.store.commit(tx.puts, tx.deletes, tx.expect)
+                except AgentError as exc:
+                    if exc.code is not ErrorCode.STORAGE:
+                        raise
+                    self._unsaved.add(name)
+                    failure.append(exc)
+            for after in tx.after:
+                await after()
+            return result
+
+        await ingest(self, name, documents, step=step, progress=progress)
+        return failure[0] if failure else None
+
+    async def add_batch(self, name: str, documents: Sequence[DocumentIn],
+                        cursor: tuple[int, int], tx: Tx) -> dict[str, Any]:
+        """One ingestion step: the next new chunks from `cursor`, embedded and staged."""
+        kb = await self.fresh(name, now=True) or KnowledgeBase(name, self.vectors)
+        doc, offset = cursor
+        fresh: list[Chunk] = []
+        seen: set[str] = set()
+        duplicates = 0
+        skipped: list[dict[str, str]] = []
+        while doc < len(documents) and len(fresh) < EMBED_GROUP:
+            chunks, error = self._chunks(documents[doc])
+            if error is not None and offset == 0:
+                skipped.append({"source": documents[doc].source, "reason": error})
+            take = chunks[offset:offset + EMBED_GROUP - len(fresh)]
+            for chunk in take:
+                key = ChunkDeduper.key(chunk.text)
+                if key in seen or kb.known(chunk.text):
+                    duplicates += 1
+                else:
+                    seen.add(key)
+                    fresh.append(chunk)
+            offset += len(take)
+            if offset >= len(chunks):
+                doc, offset = doc + 1, 0
+        if fresh:
+            await self._stage(kb, fresh, tx)
+        return {"next": [doc, offset], "added": len(fresh), "duplicates": duplicates,
+                "skipped": skipped}
+
+    async def _stage(self, kb: KnowledgeBase, chunks: list[Chunk], tx: Tx) -> None:
         vectors = None
         if self.embedder is not None:
             rows = await self.embedder.embed([c.search_text for c in chunks],
-                                             priority=Priority.BACKGROUND, ctx=ctx)
+                                             priority=Priority.BACKGROUND)
             vectors = rows[0][:0]
             for row in rows:
                 vectors.extend(row)
-        await kb.add(chunks, vectors)
-        if self.store is not None:
-            await kb.commit(self.store, chunks, vectors)
-        report.chunks_added += len(chunks)
+        meta = kb.stage_segment(tx, chunks, vectors)
+
+        async def apply() -> None:
+            current = self._open.setdefault(kb.name, kb)
+            if current is kb:  # else it was loaded after this commit and already holds it
+                await kb.apply_segment(meta, chunks, vectors)
+
+        tx.on_commit(apply)
+
+    async def stage_index(self, name: str, tx: Tx) -> None:
+        """The last ingestion step: save the BM25 index once, not per batch."""
+        kb = await self.fresh(name, now=True)
+        meta = None if kb is None else kb.stage_lexical(tx)
+        if kb is not None and meta is not None:
+            saved = kb
+
+            async def apply() -> None:
+                saved.apply_lexical(meta)
+
+            tx.on_commit(apply)
+
+    def _chunks(self, doc: DocumentIn) -> tuple[list[Chunk], str | None]:
+        """A document's chunks (kept for the next step: a long one spans several)."""
+        if self._chunked is not None and self._chunked[0] is doc:
+            return self._chunked[1], self._chunked[2]
+        try:
+            kind: Kind = doc.kind or detect_kind(doc.source, doc.text)  # type: ignore[assignment]
+            parsed = extract_sections(doc.text, kind, source=doc.source)
+            found, error = chunk_document(parsed, source=doc.source), None
+        except Exception as exc:  # a malformed document must not stop the batch
+            found, error = [], f"{type(exc).__name__}: {exc}"
+        self._chunked = (doc, found, error)
+        return found, error

@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 from ..protocol import PassageIn
 from ..runtime.context import Context
 
+Turn = tuple[str, str]
+
 
 @runtime_checkable
 class Llm(Protocol):
@@ -32,8 +34,12 @@ class Llm(Protocol):
         """Facts for `status` (connection state, breaker state...)."""
         ...
 
-    def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
-               ) -> AsyncIterator[str]: ...
+    def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+               turns: Sequence[Turn] = (), conversation: str | None = None
+               ) -> AsyncIterator[str]:
+        """`turns` are the conversation's earlier (question, answer) pairs, oldest first; a
+        client of a remote agent passes the `conversation` id on instead."""
+        ...
 
 
-__all__ = ["Llm"]
+__all__ = ["Llm", "Turn"]

@@ -21,6 +21,7 @@ from ..errors import AgentError, ErrorCode, UpstreamError
 from ..ports import Clock, HttpStream
 from ..protocol import PassageIn
 from ..runtime.context import Context
+from . import Turn
 from .resilience import CircuitBreaker, RetryPolicy
 from .wire import DONE, SseDecoder, build_messages, chat_body, chunk_text
 
@@ -66,9 +67,10 @@ class OpenAIChat:
         return {"model": self.config.model, "breaker": self.breaker.state,
                 "retries": self.retries, "trips": self.breaker.trips}
 
-    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
+    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+                     turns: Sequence[Turn] = (), conversation: str | None = None
                      ) -> AsyncIterator[str]:
-        body = chat_body(self.config.model, build_messages(question, passages),
+        body = chat_body(self.config.model, build_messages(question, passages, turns),
                          max_tokens=self.config.max_tokens)
         attempt = 0
         while True:

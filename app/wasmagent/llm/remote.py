@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import UpstreamError
 from ..protocol import PROTOCOL_VERSION, PassageIn
 from ..runtime.context import Context
+from . import Turn
 
 
 @runtime_checkable
@@ -49,11 +50,15 @@ class RemoteLlm:
         state = getattr(self._link, "state", None)
         return dict(state()) if callable(state) else {"connected": self._link.connected()}
 
-    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context
+    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+                     turns: Sequence[Turn] = (), conversation: str | None = None
                      ) -> AsyncIterator[str]:
         rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
-        message = {"v": PROTOCOL_VERSION, "type": "ask", "id": rid, "text": question,
-                   "mode": "llm", "passages": [asdict(p) for p in passages]}
+        message: dict[str, object] = {"v": PROTOCOL_VERSION, "type": "ask", "id": rid,
+                                      "text": question, "mode": "llm",
+                                      "passages": [asdict(p) for p in passages]}
+        if conversation is not None:  # the server keeps that conversation's turns itself
+            message["conversation"] = conversation
         async with aclosing(ctx.stream(self._link.exchange(message))) as events:
             async for event in events:
                 kind = event.get("type")

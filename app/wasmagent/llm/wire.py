@@ -25,14 +25,18 @@ SYSTEM_PROMPT = (
     "passages do not contain the answer, say that you don't know. Be concise.")
 
 
-def build_messages(question: str, passages: Sequence[PassageIn]) -> list[dict[str, str]]:
-    """The chat messages for a retrieval-augmented answer: instructions, passages, question."""
+def build_messages(question: str, passages: Sequence[PassageIn],
+                   turns: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The chat messages for a retrieval-augmented answer: instructions, the conversation's
+    earlier turns, then the passages and the question."""
     blocks = []
     for n, p in enumerate(passages, 1):
         heading = p.title + (f" ({p.source}#{p.anchor})" if p.anchor else f" ({p.source})")
         blocks.append(f"[{n}] {heading}\n{p.text[:MAX_PASSAGE_CHARS]}")
     context = "\n\n".join(blocks) if blocks else "(no passages were found)"
-    return [{"role": "system", "content": SYSTEM_PROMPT},
+    earlier = [{"role": role, "content": text} for asked, answered in turns
+               for role, text in (("user", asked), ("assistant", answered))]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *earlier,
             {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"}]
 
 

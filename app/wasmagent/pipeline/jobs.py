@@ -68,6 +68,8 @@ class Job:
     canned: str | None = None
     intent: str | None = None
     reply: Reply | None = None
+    saved: asyncio.Future[None] | None = None
+    """Set once the answer is streamed: resolves when its history record is written."""
 
     def fail(self, error: AgentError) -> None:
         """End the job with an error; the input edge turns it into the `error` event."""

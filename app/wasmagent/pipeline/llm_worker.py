@@ -18,14 +18,17 @@ from ..answer.extractive import compose_answer, snippet
 from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
-from ..llm import Llm
+from ..llm import Llm, Turn
 from ..protocol import Delta, PassageIn
 from .jobs import Job, Reply, Route, SourceRef
+from .pipeline import conversation_turns
 from .workers import search, source_refs
 
 log = logging.getLogger("wasmagent.llm")
 
 LLM_PASSAGES = 5
+MAX_TURNS = 6
+"""Earlier turns of a conversation the LLM sees: enough for follow-ups, bounded in tokens."""
 CITED = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -48,7 +51,9 @@ class LlmWorker:
                                   h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
         pieces: list[str] = []
         try:
-            async for piece in self.llm.stream(request.text, passages, job.ctx):
+            turns = await self._turns(request.conversation)
+            async for piece in self.llm.stream(request.text, passages, job.ctx, turns=turns,
+                                               conversation=request.conversation):
                 pieces.append(piece)
                 job.emit(Delta(request.id, piece))
         except AgentError as exc:
@@ -59,6 +64,12 @@ class LlmWorker:
         scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
         return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
                      detail={"llm": self.llm.name, "passages": len(passages)}, streamed=True)
+
+    async def _turns(self, conversation: str | None) -> list[Turn]:
+        if conversation is None:
+            return []
+        saved = await conversation_turns(self._library.store, conversation, MAX_TURNS)
+        return [(t["question"], t["answer"]) for t in saved]
 
     def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError
                   ) -> Reply:

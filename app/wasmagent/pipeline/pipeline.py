@@ -9,8 +9,12 @@
 - Every stage catches per job: an `AgentError` fails that job with its code; anything else is
   logged and fails the job with `internal`. A stage never dies of one bad job.
 - The aggregator streams the reply (`delta` pieces, `citation`s, then `answer`) and only then
-  hands a record to the persistence stage, so storage latency or failure never delays or breaks
-  an answer (a failed write is logged and counted).
+  hands a record to the persistence stage, so storage latency never delays an answer. The
+  request's terminal event waits for that write, though: `done` means the turn is saved (so a
+  conversation can continue on another server process at once), and a failed write is that
+  request's `storage_failed` error after its answer — shown to the user, never silent.
+- A turn of a conversation is saved with an index entry `conv/<conversation>/<at>/<id>` in
+  the same commit, so `conversation_turns` finds it from any process sharing the store.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class Pipeline:
         self.inbox: Channel[Job] = Channel(max_in_flight)
         self.work: Channel[Job] = Channel(max_in_flight)
         self.out: Channel[Job] = Channel(max_in_flight)
-        self.persist: Channel[dict[str, Any]] = Channel(4096)
+        self.persist: Channel[tuple[dict[str, Any], asyncio.Future[None]]] = Channel(4096)
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self.in_flight = 0
@@ -104,6 +108,8 @@ class Pipeline:
             if not self.inbox.try_send(job):
                 raise AgentError(ErrorCode.OVERLOADED, "the pipeline is full; retry shortly")
             await ctx.run(job.finished)
+            if job.saved is not None:
+                await ctx.run(job.saved)
         finally:
             self.in_flight -= 1
             ctx.cancel("the question is finished")
@@ -171,9 +177,12 @@ class Pipeline:
                 if job.finished.done() or job.reply is None:
                     continue
                 record = self._stream(job, job.reply)
-                job.finish()
                 if self._store is not None:
-                    await self.persist.send(record)
+                    job.saved = asyncio.get_running_loop().create_future()
+                    job.finish()
+                    await self.persist.send((record, job.saved))
+                else:
+                    job.finish()
 
     def _stream(self, job: Job, reply: Reply) -> dict[str, Any]:
         rid = job.request.id
@@ -190,15 +199,43 @@ class Pipeline:
         job.emit(Answer(rid, reply.text, citations, reply.confident, reply.route.value, timings))
         return {"id": rid, "question": job.request.text, "answer": reply.text,
                 "route": reply.route.value, "citations": citations, "timings_ms": timings,
-                "at": self._clock.wall()}
+                "at": self._clock.wall(), "conversation": job.request.conversation}
 
     async def _persist_stage(self) -> None:
         with contextlib.suppress(ChannelClosed):
-            async for record in self.persist:
-                key = f"history/{record['at']:017.6f}/{record['id']}"
+            async for record, saved in self.persist:
                 try:
-                    assert self._store is not None
-                    await self._store.put(key, json.dumps(record).encode())
+                    await self._save(record)
                 except AgentError as exc:
                     self.persist_failures += 1
                     log.warning("history not saved for %s: %s", record["id"], exc.message)
+                    error = AgentError(exc.code, f"the answer was not saved: {exc.message}")
+                    if not saved.done():
+                        saved.set_exception(error)
+                else:
+                    if not saved.done():
+                        saved.set_result(None)
+
+    async def _save(self, record: dict[str, Any]) -> None:
+        assert self._store is not None
+        key = history_key(record["at"], record["id"])
+        puts = {key: json.dumps(record).encode()}
+        if record.get("conversation"):
+            puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
+        await self._store.commit(puts)
+
+
+def history_key(at: float, request_id: str) -> str:
+    return f"history/{at:017.6f}/{request_id}"
+
+
+async def conversation_turns(store: Store, conversation: str, limit: int
+                             ) -> list[dict[str, Any]]:
+    """The last `limit` saved turns of a conversation, oldest first."""
+    turns = []
+    prefix = f"conv/{conversation}/"
+    for key in (await store.keys(prefix))[-limit:]:
+        raw = await store.get(f"history/{key[len(prefix):]}")
+        if raw is not None:
+            turns.append(json.loads(raw))
+    return turns

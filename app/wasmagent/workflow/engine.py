@@ -1,0 +1,299 @@
+"""Durable jobs: multi-step work journaled through the `Store`, resumable after any crash.
+
+Contract:
+- `Workflows.start(kind, input)` journals the job (meta, input, open marker: one commit) and
+  runs its function `fn(run, input)` as a task. The function does its work in `run.step(name,
+  fn)` calls, in a deterministic order.
+- `run.step` replays: a step already in the journal returns its recorded result without
+  running. Otherwise its function runs and gets a `Tx`; the writes it stages there (the step's
+  side effects), the step's record and the job's meta are ONE atomic `Store.commit`. So a step
+  has either happened completely, recorded once, or not at all: a completed step's effect is
+  never applied twice, and nothing half-done survives a crash.
+- A step that fails with a retryable error (storage, conflict, overload, deadline, an upstream
+  that may recover) runs again after an exponential backoff with full jitter, up to the retry
+  policy's attempts; then the job fails with that error (`status` failed, `last_error`).
+- A running job is leased by one owner (a process or a browser tab) and the lease is renewed
+  while it runs. Every write expects the meta bytes its owner last wrote, so when someone else
+  cancels the job or takes it over (after the lease ran out) the old owner's next write fails
+  and it stops: the meta is the job's lock and its fence.
+- `resume()` claims every unfinished job whose lease has run out (or that is ours) and runs it
+  from its last recorded step; `aclose()` stops local runs WITHOUT finishing them, so the next
+  process (or page load) resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AgentError, ErrorCode
+from ..llm.resilience import RetryPolicy
+from ..ports import Clock, Store
+from .journal import (
+    JOB_PREFIX,
+    OPEN_PREFIX,
+    JobRecord,
+    JobStatus,
+    StepRecord,
+    input_key,
+    meta_key,
+    open_key,
+)
+from .run import SHUTDOWN, STOPPED, JobStopped, Run, Settings
+
+log = logging.getLogger("wasmagent.workflow")
+
+WorkflowFn = Callable[[Run, Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class _Local:
+    run: Run
+    task: asyncio.Task[None]
+    heartbeat: asyncio.Task[None] | None = None
+
+
+class Workflows:
+    """Registered job kinds, the jobs this owner runs, and the journal's queries."""
+
+    def __init__(self, store: Store, clock: Clock, *, owner: str | None = None,
+                 lease_s: float = 10.0, retry: RetryPolicy | None = None,
+                 keep_finished: int = 100, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.owner = owner or uuid.uuid4().hex[:12]
+        self.lease_s = lease_s
+        self.retry = retry or RetryPolicy(attempts=4, base_s=0.25, cap_s=4.0)
+        self.keep_finished = keep_finished
+        self.rng = rng
+        self._kinds: dict[str, WorkflowFn] = {}
+        self._local: dict[str, _Local] = {}
+        self.settings = Settings(store, clock, lease_s, self.retry, rng)
+        self._closing = False
+        self._scanner: asyncio.Task[None] | None = None
+
+    def register(self, kind: str, fn: WorkflowFn) -> None:
+        self._kinds[kind] = fn
+
+    # -- starting and resuming ---------------------------------------------------------------
+
+    async def start(self, kind: str, input: Any, *, title: str = "") -> str:
+        """Journal a new job and start running it; returns its id."""
+        if kind not in self._kinds:
+            raise AgentError(ErrorCode.NOT_FOUND, f"there is no job kind {kind!r}")
+        now = self.clock.wall()
+        job_id = f"{int(now * 1000):012x}-{uuid.uuid4().hex[:8]}"
+        record = JobRecord(job_id, kind, title, JobStatus.RUNNING, now, now, owner=self.owner,
+                           lease_until=now + self.lease_s, runs=1)
+        raw = record.encode()
+        await self.store.commit({meta_key(job_id): raw,
+                                 input_key(job_id): json.dumps(input).encode(),
+                                 open_key(job_id): b""}, expect={meta_key(job_id): None})
+        self._spawn(Run(self.settings, record, raw, [], input))
+        return job_id
+
+    async def resume(self) -> list[str]:
+        """Claim and run every unfinished job that nobody holds; returns their ids."""
+        taken = []
+        for key in await self.store.keys(OPEN_PREFIX):
+            job_id = key[len(OPEN_PREFIX):]
+            if job_id not in self._local and not self._closing and await self._claim(job_id):
+                taken.append(job_id)
+        return taken
+
+    async def _claim(self, job_id: str) -> bool:
+        raw = await self.store.get(meta_key(job_id))
+        if raw is None:
+            return False
+        record = JobRecord.decode(raw)
+        now = self.clock.wall()
+        if not record.claimable(self.owner, now) or record.kind not in self._kinds:
+            return False
+        claimed = record.evolve(owner=self.owner, lease_until=now + self.lease_s,
+                                runs=record.runs + 1, attempts=record.attempts + 1, updated=now)
+        fresh = claimed.encode()
+        try:
+            await self.store.commit({meta_key(job_id): fresh}, expect={meta_key(job_id): raw})
+        except AgentError as exc:
+            if exc.code is ErrorCode.CONFLICT:
+                return False  # another owner claimed it first
+            raise
+        steps = [StepRecord.decode(value) for value in await self._values(
+            f"{JOB_PREFIX}{job_id}/step/")]
+        stored_input = await self.store.get(input_key(job_id))
+        log.info("job %s resumed by %s after %d steps", job_id, self.owner, len(steps))
+        self._spawn(Run(self.settings, claimed, fresh, steps,
+                        None if stored_input is None else json.loads(stored_input)))
+        return True
+
+    async def _values(self, prefix: str) -> list[bytes]:
+        values = []
+        for key in await self.store.keys(prefix):
+            value = await self.store.get(key)
+            if value is not None:
+                values.append(value)
+        return values
+
+    def scan_every(self, seconds: float) -> None:
+        """Keep resuming in the background, so jobs whose owner died are taken over."""
+
+        async def scan() -> None:
+            while not self._closing:
+                try:
+                    await self.resume()
+                except AgentError as exc:
+                    log.warning("resuming jobs failed: %s", exc.message)
+                await self.clock.sleep(seconds)
+
+        self._scanner = asyncio.get_running_loop().create_task(scan())
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _spawn(self, run: Run) -> None:
+        loop = asyncio.get_running_loop()
+        local = _Local(run, loop.create_task(self._execute(run)))
+        local.heartbeat = loop.create_task(self._heartbeat(run, local))
+        self._local[run.id] = local
+
+    async def _heartbeat(self, run: Run, local: _Local) -> None:
+        while True:
+            await self.clock.sleep(self.lease_s / 3)
+            try:
+                await run.renew()
+            except JobStopped:
+                local.task.cancel(STOPPED)
+                return
+            except AgentError as exc:
+                log.warning("job %s: lease not renewed: %s", run.id, exc.message)
+
+    async def _execute(self, run: Run) -> None:
+        fn = self._kinds[run.record.kind]
+        try:
+            result = await fn(run, run.input)
+            await self._finish(run, JobStatus.DONE, result=result)
+        except JobStopped:
+            log.info("job %s stopped here: cancelled or taken over", run.id)
+        except asyncio.CancelledError as exc:
+            if self._closing or SHUTDOWN in exc.args or STOPPED in exc.args:
+                return  # left unfinished on purpose: it resumes later (or elsewhere)
+            raise
+        except AgentError as exc:
+            await self._finish(run, JobStatus.FAILED, error=exc)
+        except Exception as exc:
+            log.exception("job %s failed", run.id)
+            await self._finish(run, JobStatus.FAILED,
+                               error=AgentError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        finally:
+            local = self._local.pop(run.id, None)
+            if local is not None and local.heartbeat is not None:
+                local.heartbeat.cancel()
+            run._signal()
+
+    async def _finish(self, run: Run, status: JobStatus, *, result: dict[str, Any] | None = None,
+                      error: AgentError | None = None) -> None:
+        record = run.record.evolve(status=status, result=result, owner=None)
+        if error is not None:
+            record = record.evolve(last_error={"code": error.code.value,
+                                               "message": error.message})
+        deletes = [open_key(run.id)]
+        if status is JobStatus.DONE:
+            deletes.append(input_key(run.id))  # a failed job keeps its input for inspection
+        try:
+            await run.write(record, deletes=deletes)
+        except (JobStopped, AgentError) as exc:
+            log.warning("job %s: could not record %s: %s", run.id, status.value, exc)
+            return
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond `keep_finished` (ids sort by start time)."""
+        metas = [k for k in await self.store.keys(JOB_PREFIX) if k.endswith("/meta")]
+        finished = []
+        for key in metas:
+            raw = await self.store.get(key)
+            if raw is not None and JobRecord.decode(raw).finished:
+                finished.append(key[len(JOB_PREFIX):-len("/meta")])
+        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
+            keys = await self.store.keys(f"{JOB_PREFIX}{job_id}/")
+            await self.store.commit({}, keys)
+
+    async def aclose(self) -> None:
+        """Stop local runs without finishing them (they resume later) and the scanner."""
+        self._closing = True
+        tasks = [t for local in self._local.values()
+                 for t in (local.task, local.heartbeat) if t is not None]
+        if self._scanner is not None:
+            tasks.append(self._scanner)
+        for task in tasks:
+            task.cancel(SHUTDOWN)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- queries and control -----------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        local = self._local.get(job_id)
+        if local is not None:
+            return local.run.record
+        raw = await self.store.get(meta_key(job_id))
+        if raw is None:
+            raise AgentError(ErrorCode.NOT_FOUND, f"there is no job {job_id!r}")
+        return JobRecord.decode(raw)
+
+    async def recent(self, limit: int = 50) -> list[JobRecord]:
+        """Jobs newest first."""
+        metas = [k for k in await self.store.keys(JOB_PREFIX) if k.endswith("/meta")]
+        found = []
+        for key in reversed(metas[-limit:]):
+            found.append(await self.get(key[len(JOB_PREFIX):-len("/meta")]))
+        return found
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job wherever it runs; a finished job is returned as it is."""
+        for _ in range(10):
+            raw = await self.store.get(meta_key(job_id))
+            if raw is None:
+                raise AgentError(ErrorCode.NOT_FOUND, f"there is no job {job_id!r}")
+            record = JobRecord.decode(raw)
+            if record.finished:
+                return record
+            now = self.clock.wall()
+            cancelled = record.evolve(status=JobStatus.CANCELLED, owner=None, updated=now)
+            try:
+                await self.store.commit({meta_key(job_id): cancelled.encode()},
+                                        [open_key(job_id), input_key(job_id)],
+                                        {meta_key(job_id): raw})
+            except AgentError as exc:
+                if exc.code is ErrorCode.CONFLICT:
+                    continue  # the job just wrote a step: read it again
+                raise
+            local = self._local.get(job_id)
+            if local is not None:
+                local.task.cancel(STOPPED)
+            return cancelled
+        raise AgentError(ErrorCode.CONFLICT, f"job {job_id} kept changing; cancel it again")
+
+    async def watch(self, job_id: str, poll_s: float = 0.5) -> AsyncIterator[JobRecord]:
+        """The job's record each time it changes, until it is finished (local runs report at
+        once; jobs running elsewhere are polled)."""
+        last: JobRecord | None = None
+        while True:
+            local = self._local.get(job_id)
+            record = local.run.record if local is not None else await self.get(job_id)
+            if record != last:
+                yield record
+                last = record
+            if record.finished:
+                return
+            if local is not None:
+                await local.run.changed(poll_s)
+            else:
+                await self.clock.sleep(poll_s)
+
+    def running(self) -> list[str]:
+        return list(self._local)
