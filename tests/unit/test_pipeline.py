@@ -203,9 +203,12 @@ async def test_a_failing_store_never_breaks_an_answer_and_says_it_was_not_saved(
     _ask(agent, "q", "a question")
     await agent.drain()
     answer, terminal = _of(events, "q")[-2:]
-    assert answer["type"] == "answer" and "grounded in the docs" in answer["text"]
-    assert terminal["type"] == "error" and terminal["code"] == "storage_failed"
-    assert "not saved" in terminal["message"] and "quota" in terminal["message"]
+    assert answer["type"] == "answer"
+    assert "grounded in the docs" in answer["text"]
+    assert terminal["type"] == "error"
+    assert terminal["code"] == "storage_failed"
+    assert "not saved" in terminal["message"]
+    assert "quota" in terminal["message"]
     assert pipeline.persist_failures == 1
     await pipeline.aclose()
 

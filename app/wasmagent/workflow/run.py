@@ -141,7 +141,11 @@ class Run:
         log.warning("job %s: step failed, retrying: %s", self.id, exc.message)
         record = self.record.evolve(attempts=self.record.attempts + 1,
                                     last_error={"code": exc.code.value, "message": exc.message})
-        await self.write(record)
+        try:
+            await self.write(record)
+        except AgentError as unrecorded:  # the store is failing: the retry matters more
+            self.record = record
+            log.warning("job %s: attempt not recorded: %s", self.id, unrecorded.message)
 
     async def renew(self) -> None:
         await self.write(self.record)

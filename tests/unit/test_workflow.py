@@ -1,0 +1,302 @@
+"""Durable jobs: steps recorded once, resumed after a crash, retried, leased, fenced, cancelled.
+
+A "crash" here is what a SIGKILL or a page reload leaves: the store as it was at the last
+commit, and none of the process's memory. The tests drop every in-memory object and build a
+new `Workflows` (a new owner) on the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from wasmagent.errors import AgentError, ErrorCode
+from wasmagent.knowledge.ingest import ingest
+from wasmagent.knowledge.library import Library
+from wasmagent.llm.resilience import RetryPolicy
+from wasmagent.ports import MemoryStore
+from wasmagent.protocol import DocumentIn
+from wasmagent.workflow import JobStatus, JobStopped, Run, Tx, Workflows
+
+
+class Clock:
+    """Wall time the test moves by hand; sleeping yields to the loop without moving it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0.001)
+
+
+class CrashingStore(MemoryStore):
+    """Dies (raises `Crash`) on the `crash_at`-th commit, before or after applying it; fails
+    the commits numbered in `fail_on` like a busy disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+        self.crash_at: int | None = None
+        self.after_write = False
+        self.fail_on: set[int] = set()
+
+    async def commit(self, puts: Any, deletes: Any = (), expect: Any = None) -> None:
+        self.commits += 1
+        if self.commits in self.fail_on:
+            raise AgentError(ErrorCode.STORAGE, "the disk is busy")
+        if self.commits == self.crash_at and not self.after_write:
+            raise Crash
+        await super().commit(puts, deletes, expect)
+        if self.commits == self.crash_at:
+            raise Crash
+
+
+class Crash(BaseException):
+    """The process died here (not an Exception: nothing in the core may catch it)."""
+
+
+def _engine(store: MemoryStore, clock: Clock, **kw: Any) -> Workflows:
+    return Workflows(store, clock, lease_s=5.0,
+                     retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.001), **kw)
+
+
+async def _counting_job(run: Run, job: dict[str, Any]) -> dict[str, Any]:
+    """Each step appends one effect key; the result sums what the steps returned."""
+    total = 0
+    for n in range(job["steps"]):
+        async def effect(tx: Tx, n: int = n) -> int:
+            if job.get("block_at") == n:
+                await asyncio.Event().wait()
+            tx.put(f"effect/{n:03d}", str(n).encode())
+            return n
+        total += await run.step(f"step {n}", effect)
+        run.progress(n + 1, job["steps"], f"step {n} done")
+    return {"total": total}
+
+
+async def _finished(engine: Workflows, job_id: str) -> Any:
+    async with asyncio.timeout(5):
+        async for record in engine.watch(job_id, poll_s=0.01):
+            last = record
+        return last
+
+
+async def test_a_job_runs_its_steps_once_and_records_the_result() -> None:
+    store, clock = MemoryStore(), Clock()
+    engine = _engine(store, clock)
+    engine.register("count", _counting_job)
+    job_id = await engine.start("count", {"steps": 4}, title="count to four")
+    record = await _finished(engine, job_id)
+    assert record.status is JobStatus.DONE
+    assert record.result == {"total": 6}
+    assert record.steps_done == 4
+    assert record.attempts == 0
+    assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
+    assert await store.keys("wf/open/") == []
+    assert await store.get(f"wf/job/{job_id}/input") is None  # done: the input is dropped
+    listed = await engine.recent()
+    assert [j.public()["title"] for j in listed] == ["count to four"]
+    await engine.aclose()
+
+
+@pytest.mark.parametrize("after_write", [False, True], ids=["before-commit", "after-commit"])
+async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
+        after_write: bool) -> None:
+    for crash_at in range(2, 7):  # commit 1 starts the job; 2..5 are steps; 6 finishes it
+        store, clock = CrashingStore(), Clock()
+        store.crash_at, store.after_write = crash_at, after_write
+        first = _engine(store, clock)
+        first.register("count", _counting_job)
+        job_id = await first.start("count", {"steps": 4})
+        with pytest.raises(Crash):
+            await first._local[job_id].task
+        await first.aclose()  # what a dead process leaves: no memory, the lease still held
+
+        store.crash_at = None
+        clock.now += 10  # past the dead owner's lease
+        second = _engine(store, clock)
+        second.register("count", _counting_job)
+        if crash_at == 6 and after_write:
+            assert await second.resume() == []  # it had finished: nothing to resume
+            record = await second.get(job_id)
+        else:
+            assert await second.resume() == [job_id]
+            record = await _finished(second, job_id)
+        assert record.status is JobStatus.DONE, crash_at
+        assert record.result == {"total": 6}
+        assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
+        steps = await store.keys(f"wf/job/{job_id}/step/")
+        assert len(steps) == 4
+        assert [json.loads(await store.get(k) or b"")["attempts"] for k in steps] == [1] * 4
+        await second.aclose()
+
+
+async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenced() -> None:
+    store, clock = MemoryStore(), Clock()
+    first = _engine(store, clock, owner="first")
+    first.register("count", _counting_job)
+    job_id = await first.start("count", {"steps": 3, "block_at": 1})
+    await asyncio.sleep(0.01)
+    second = _engine(store, clock, owner="second")
+    second.register("count", _counting_job)
+    assert await second.resume() == []  # first still holds the lease
+    clock.now += 6  # first stalls past its lease without renewing
+    assert await second.resume() == [job_id]
+    # first wakes up: its next write finds the meta changed and it stops without writing
+    with pytest.raises(JobStopped):
+        await first._local[job_id].run.renew()
+    await first.aclose()
+    # second replays step 0 from the journal and blocks in step 1 like first did; unblock it
+    second._local[job_id].task.cancel()
+    await asyncio.sleep(0.01)
+    record = await second.get(job_id)
+    assert record.owner == "second"
+    assert record.runs == 2
+    assert record.steps_done == 1
+    await second.aclose()
+
+
+async def test_retryable_failures_are_retried_and_counted_then_give_up_with_the_error() -> None:
+    store, clock = CrashingStore(), Clock()
+    engine = _engine(store, clock)
+    engine.register("count", _counting_job)
+    job_id = await engine.start("count", {"steps": 2})
+    store.fail_on = {2, 4, 5}  # step 0 fails; recorded; fails again; not even recorded
+    record = await _finished(engine, job_id)
+    assert record.status is JobStatus.DONE
+    assert record.attempts == 2
+    assert record.last_error == {"code": "storage_failed", "message": "the disk is busy"}
+
+    async def broken(run: Run, job: Any) -> dict[str, Any]:
+        async def step(tx: Tx) -> None:
+            raise AgentError(ErrorCode.STORAGE, "still busy")
+        await run.step("never works", step)
+        return {}
+
+    engine.register("broken", broken)
+    store.fail_on = set()
+    failed = await _finished(engine, await engine.start("broken", {}))
+    assert failed.status is JobStatus.FAILED
+    assert failed.last_error == {"code": "storage_failed", "message": "still busy"}
+    assert failed.attempts == 2  # three tries: two recorded retries, then the failure
+    await engine.aclose()
+
+
+async def test_a_bug_in_a_step_fails_the_job_at_once_with_internal() -> None:
+    store, clock = MemoryStore(), Clock()
+    engine = _engine(store, clock)
+
+    async def buggy(run: Run, job: Any) -> dict[str, Any]:
+        async def step(tx: Tx) -> None:
+            raise KeyError("oops")
+        await run.step("bug", step)
+        return {}
+
+    engine.register("buggy", buggy)
+    record = await _finished(engine, await engine.start("buggy", {}))
+    assert record.status is JobStatus.FAILED
+    assert record.attempts == 0
+    assert record.last_error is not None
+    assert record.last_error["code"] == "internal"
+    await engine.aclose()
+
+
+async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> None:
+    store, clock = MemoryStore(), Clock()
+    engine = _engine(store, clock)
+    engine.register("count", _counting_job)
+    job_id = await engine.start("count", {"steps": 3, "block_at": 2})
+    await asyncio.sleep(0.01)
+    cancelled = await engine.cancel(job_id)
+    assert cancelled.status is JobStatus.CANCELLED
+    record = await _finished(engine, job_id)
+    assert record.status is JobStatus.CANCELLED
+    assert await store.keys("effect/") == ["effect/000", "effect/001"]
+    assert await store.keys("wf/open/") == []
+    assert (await engine.cancel(job_id)).status is JobStatus.CANCELLED  # idempotent
+    with pytest.raises(AgentError) as missing:
+        await engine.get("no-such-job")
+    assert missing.value.code is ErrorCode.NOT_FOUND
+    await engine.aclose()
+
+
+async def test_watch_reports_progress_until_the_job_finishes() -> None:
+    store, clock = MemoryStore(), Clock()
+    engine = _engine(store, clock)
+    engine.register("count", _counting_job)
+    job_id = await engine.start("count", {"steps": 3})
+    seen = [r.progress.get("done", 0) async for r in engine.watch(job_id)]
+    assert seen[-1] == 3
+    assert seen == sorted(seen)
+    await engine.aclose()
+
+
+def _docs(n: int) -> list[DocumentIn]:
+    return [DocumentIn(f"doc{i:03d}.md", f"# Document {i}\n\n" + " ".join(
+        f"Paragraph {p} of document {i} talks about topic {i * 7 + p}." for p in range(200)))
+        for i in range(n)] + [DocumentIn("copy.md", "# Document 0\n\n" + " ".join(
+            f"Paragraph {p} of document 0 talks about topic {p}." for p in range(200)))]
+
+
+async def _ingest_job(library: Library) -> Any:
+    async def job(run: Run, data: dict[str, Any]) -> dict[str, Any]:
+        docs = [DocumentIn(**d) for d in data["documents"]]
+        report = await ingest(library, data["kb"], docs, step=run.step, progress=run.progress)
+        return report.to_dict()
+    return job
+
+
+async def test_an_ingestion_killed_mid_way_resumes_and_stores_every_document_once() -> None:
+    docs = _docs(12)
+    reference = Library(MemoryStore(), None, None)
+    expected = (await reference.ingest("kb", docs)).to_dict()
+    assert expected["duplicates"] > 0
+    assert expected["chunks_added"] > 64
+
+    store, clock = CrashingStore(), Clock()
+    store.crash_at = 4  # the start, two batches, then death while committing the third
+    first = _engine(store, clock)
+    first.register("ingest", await _ingest_job(Library(store, None, None)))
+    job_id = await first.start("ingest", {"kb": "kb", "documents": [
+        {"source": d.source, "text": d.text} for d in docs]})
+    with pytest.raises(Crash):
+        await first._local[job_id].task
+    await first.aclose()
+    partial = await Library(store, None, None).get("kb")
+    assert 0 < len(partial) < expected["chunks_added"]
+
+    store.crash_at = None
+    clock.now += 10
+    library = Library(store, None, None)
+    second = _engine(store, clock)
+    second.register("ingest", await _ingest_job(library))
+    assert await second.resume() == [job_id]
+    record = await _finished(second, job_id)
+    assert record.status is JobStatus.DONE
+    assert record.result == expected  # the report counts the steps done before the crash too
+    kb = await Library(store, None, None).get("kb")
+    texts = [c.text for c in kb.chunks]
+    assert len(texts) == len(set(texts)) == expected["chunks_added"]
+    assert kb.sources == (await reference.get("kb")).sources
+    await second.aclose()
+
+
+async def test_a_second_writer_to_the_same_knowledge_base_conflicts_and_catches_up() -> None:
+    store = MemoryStore()
+    one, two = Library(store, None, None), Library(store, None, None)
+    await one.ingest("kb", _docs(1))
+    await two.get("kb")  # two has it open
+    await one.ingest("kb", [DocumentIn("extra.md", "# Extra\n\nThe ferry leaves at nine.")])
+    await two.ingest("kb", [DocumentIn("more.md", "# More\n\nThe bus leaves at ten sharp.")])
+    fresh = await Library(store, None, None).get("kb")
+    assert set(fresh.sources) == {"doc000.md", "extra.md", "more.md"}
+    assert [c.text for c in (await two.get("kb")).chunks] == [c.text for c in fresh.chunks]
