@@ -74,7 +74,14 @@ const client = await AgentClient.create({ onEvent: onBootEvent, threads });
 window.wasmagentClient = client;
 
 // ---- answers and citations -----------------------------------------------------------------
-const chat = new Chat({ client, kb: () => state.kb, after: () => refreshDiagnostics() });
+const chat = new Chat({
+  client,
+  kb: () => state.kb,
+  after: () => refreshDiagnostics(),
+  onError: (question, err) => {
+    if (err.code === "storage_failed") storageProblem(err.message);
+  },
+});
 for (const button of document.querySelectorAll(".suggestions button")) {
   button.addEventListener("click", () => {
     $("ask").value = button.textContent;
@@ -136,26 +143,33 @@ async function ingestFiles(files) {
     documents.push({ source: file.name, text: await file.text(), kind });
   }
   if (!documents.length) return;
+  await followIngest(`Reading ${documents.length} document(s)…`, (options) =>
+    client.request("ingest", { kb: state.kb, documents }, options));
+}
+
+// Shows an ingestion's progress, its cancel button and its outcome. `run(options)` is the
+// request that streams the progress: a new `ingest`, or `jobs.watch` on a job that resumed
+// after a reload (ingestion is a durable job in the worker).
+async function followIngest(label, run, cancelJob, prefix = "") {
   showPanel(true); // files dropped on a closed panel: progress, cancel and outcome live there
   const controller = new AbortController();
-  state.ingesting = controller;
+  state.ingesting = cancelJob ? { abort: cancelJob } : controller;
   $("ingest").hidden = false;
   $("ingest-progress").value = 0;
-  $("ingest-label").textContent = `Reading ${documents.length} document(s)…`;
-  let indexed = ""; // progress alternates "read <file>" and "indexed <n> passages": show both
+  $("ingest-label").textContent = label;
   try {
-    const { result } = await client.request("ingest", { kb: state.kb, documents }, {
+    const { result } = await run({
       signal: controller.signal,
       onEvent: (ev) => {
         if (ev.type !== "progress") return;
-        if (ev.message?.startsWith("indexed")) indexed = ev.message;
         $("ingest-progress").max = ev.total || 1;
         $("ingest-progress").value = ev.loaded || 0;
-        $("ingest-label").textContent = `Read ${ev.loaded} of ${ev.total} document(s)${indexed ? ` · ${indexed}` : ""}`;
+        $("ingest-label").textContent = `${prefix}Read ${ev.loaded} of ${ev.total} document(s)${ev.message ? ` · ${ev.message}` : ""}`;
       },
     });
-    const skipped = result.skipped.length ? `, ${result.skipped.length} skipped` : "";
-    message(`Added ${result.chunks_added} passages from ${result.documents} document(s) to “${result.kb}”${skipped}.`);
+    const report = result.result ?? result; // jobs.watch answers with the job's record
+    const skipped = report.skipped.length ? `, ${report.skipped.length} skipped` : "";
+    message(`Added ${report.chunks_added} passages from ${report.documents} document(s) to “${report.kb}”${skipped}.`);
   } catch (err) {
     if (err.code === "cancelled") message("Adding documents was cancelled; what was already indexed is kept.");
     else if (err.code === "storage_failed") {
@@ -167,6 +181,17 @@ async function ingestFiles(files) {
     state.ingesting = null;
     $("ingest").hidden = true;
     await refreshKbs();
+  }
+}
+
+// An ingestion the page was reloaded (or closed) in the middle of: the worker resumes it from
+// its journal; show it as if it had never stopped.
+async function resumeIngestions() {
+  const { result } = await client.request("jobs.list", { limit: 20 });
+  for (const job of result.jobs.filter((j) => j.kind === "ingest" && j.status === "running")) {
+    await followIngest(`Resuming: ${job.title}…`,
+      (options) => client.request("jobs.watch", { job: job.id }, options),
+      () => client.request("jobs.cancel", { job: job.id }), "Resumed after a reload · ");
   }
 }
 
@@ -290,6 +315,7 @@ registerServiceWorker().catch((err) => console.warn("service worker:", err));
 client.ready.then(async () => {
   await refreshKbs();
   await chat.restoreHistory();
+  resumeIngestions().catch((err) => message(`Could not resume adding documents: ${err.message}`));
   const saved = savedServer();
   if (saved?.url) {
     $("server-url").value = saved.url;

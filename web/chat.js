@@ -122,6 +122,7 @@ export class Chat {
     const reply = this.say("agent", "…");
     const body = reply.querySelector(".text");
     let streamed = "";
+    let answered = null;
     const kb = this.kb();
     try {
       await this.ready;
@@ -129,6 +130,7 @@ export class Chat {
         kb,
         onEvent: (ev) => {
           if (ev.type === "delta") body.textContent = streamed += ev.text;
+          if (ev.type === "answer") answered = ev;
         },
       });
       body.textContent = answer.text;
@@ -137,6 +139,14 @@ export class Chat {
       this.onAnswer?.(text, answer);
       return answer;
     } catch (err) {
+      if (answered) {
+        // The answer arrived but could not be saved (full storage): keep it, and say so.
+        body.textContent = answered.text;
+        this.renderSources(reply, answered.citations, kb);
+        reply.append(el("p", { className: "note", textContent: `${err.message} (${err.code})` }));
+        this.onError?.(text, err);
+        return answered;
+      }
       reply.classList.add("error");
       body.textContent = `${err.message} (${err.code})`;
       this.onError?.(text, err);

@@ -292,8 +292,10 @@ class Service:
         return True
 
 
-def build_agent(host: Host, sink: Sink, *, llm: Llm | None = None) -> Service:
+def build_agent(host: Host, sink: Sink, *, llm: Llm | None = None,
+                job_lease_s: float = 10.0) -> Service:
     """The full agent on `host`'s ports, with its pipeline started (needs a running loop)."""
-    service = Service(host, sink, intent_labels=host.intent_labels, llm=llm)
+    service = Service(host, sink, intent_labels=host.intent_labels, llm=llm,
+                      job_lease_s=job_lease_s)
     service.start()
     return service

@@ -31,6 +31,7 @@ from ..service import Service, build_agent
 
 _TYPECODES = {"int64": "q", "float32": "f"}
 SHIPPED_KB = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BROWSER_JOB_LEASE_S = 3.0
 
 
 def _js_object(value: Mapping[str, Any]) -> Any:
@@ -188,7 +189,10 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
                 vectors=JsVectors(api.vectors), vocab=vocab,
                 intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
     link = JsLink(api.link)
-    service = build_agent(host, lambda event: api.post(event), llm=RemoteLlm(link))
+    # A short job lease: after a reload, the new page takes the interrupted ingestion over
+    # within seconds (the old page can no longer renew it). Other tabs renew theirs meanwhile.
+    service = build_agent(host, lambda event: api.post(event), llm=RemoteLlm(link),
+                          job_lease_s=BROWSER_JOB_LEASE_S)
     service.agent.route(ServerConnect, link.connect_handler())
     # Site owners' Python runs only in the visitor's own browser, never on a shared server.
     service.agent.route(ToolsLoad, service.tools_load)
