@@ -81,6 +81,12 @@ setup_chromium() {
   [[ -x /usr/bin/chromium ]] || apt_install chromium
 }
 
+# The store tests start throwaway PostgreSQL clusters from Debian's server binaries
+# (tests/support/postgres.py); the package's own `main` cluster is never used.
+setup_postgres() {
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql
+}
+
 build() {
   check_tools
   setup_python
@@ -91,13 +97,14 @@ build() {
 
 run_tests() {
   setup_chromium
+  setup_postgres
   say "ruff"
   .venv/bin/ruff check app tests wasm_pkg models
   say "mypy --strict app/"
   .venv/bin/mypy app
   say "the core in Pyodide (Node)"
   node tests/pyodide/run.mjs
-  say "pytest: unit, server (real processes on loopback) and end-to-end"
+  say "pytest: unit, server (real processes and PostgreSQL on loopback) and end-to-end"
   .venv/bin/pytest tests/unit tests/server tests/e2e -p no:cacheprovider "$@"
 }
 

@@ -61,11 +61,11 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _server(args: argparse.Namespace) -> int:
     from .server.app import run
-    from .server.config import ServerConfig, llm_from_env
+    from .server.config import ServerConfig, database_url, llm_from_env
     from .server.security import OriginPolicy, TokenBook
 
     config = ServerConfig(
-        host=args.host, port=args.port, store=args.store,
+        host=args.host, port=args.port, store=database_url(args.database),
         tokens=TokenBook.load(args.tokens) if args.tokens else TokenBook(),
         origins=OriginPolicy(frozenset(o.rstrip("/") for o in args.allow_origin)),
         llm=llm_from_env(args.llm_url, args.llm_model, args.llm_timeout),
@@ -95,8 +95,12 @@ def _add_server(commands: Any) -> None:
     server = commands.add_parser("server", help="run the agent server (WebSocket, SSE, LLM)")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8080)
-    server.add_argument("--store", default="wasmagent-server.sqlite",
-                        help="SQLite file for knowledge bases and history")
+    server.add_argument(
+        "--database", "--store", metavar="URL", dest="database",
+        help="where knowledge bases and history live: postgresql://USER@HOST/DB, "
+             "sqlite:///PATH or a SQLite file (default: $WASMAGENT_DATABASE_URL, else "
+             "wasmagent-server.sqlite); pass a URL with a password through "
+             "WASMAGENT_DATABASE_URL, not here, where `ps` shows it")
     server.add_argument("--tokens", type=Path, help="file of 'client sha256' lines; enables auth")
     server.add_argument("--insecure-no-auth", action="store_true",
                         help="allow serving a non-loopback address without tokens")

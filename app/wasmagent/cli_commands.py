@@ -112,7 +112,7 @@ async def _ingest_batch(service: Service, kb: str, batch: list[DocumentIn],
 async def export(kb_file: Path, kb: str, out: Path) -> int:
     """Write knowledge base `kb` of a KB file as the dump a browser installs from
     `kb/<name>.kv` (the widget's `data-kb`, or the app's shipped default)."""
-    from .hosts.native import SqliteStore
+    from .hosts.sql import SqliteStore
     from .knowledge.dump import dump_kb
 
     store = SqliteStore(kb_file)

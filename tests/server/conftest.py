@@ -1,6 +1,7 @@
 """Server fixtures: REAL processes on free loopback ports (started by
-`tests/support/processes.py`: the fake OpenAI-compatible upstream and the agent server), the
-documents they are seeded with, and WebSocket/SSE client helpers.
+`tests/support/processes.py`: the fake OpenAI-compatible upstream and the agent server; by
+`tests/support/postgres.py`: a throwaway PostgreSQL cluster), the documents they are seeded
+with, and WebSocket/SSE client helpers.
 
 Every start waits for readiness with a bounded timeout and every process is stopped at teardown
 (terminate, then kill), also when a test fails. Servers are module- or session-scoped where
@@ -19,6 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
+from ..support.postgres import PostgresCluster, start_postgres
 from ..support.processes import FakeUpstream, Server, start_fake, start_server
 
 RECV_TIMEOUT_S = 20.0
@@ -64,6 +66,17 @@ async def seed(srv: Server) -> None:
         events = await ws.request({"type": "ingest", "id": "seed", "kb": "default",
                                    "documents": DOCS})
         assert events[-1]["type"] == "done", events
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session; `postgres.new_database()` gives each test a
+    fresh database URL."""
+    cluster = start_postgres()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -223,7 +223,7 @@ def test_health_and_readiness(server: Server) -> None:
     assert httpx.get(f"{server.http}/healthz", timeout=5).json() == {"status": "ok"}
     ready = httpx.get(f"{server.http}/readyz", timeout=5)
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "model": True, "store": True, "llm": "closed"}
+    assert ready.json() == {"ready": True, "model": True, "store": "sqlite", "llm": "closed"}
 
 
 def test_docs_openapi_and_protocol_schema(server: Server) -> None:

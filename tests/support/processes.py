@@ -176,15 +176,19 @@ class Server:
 
 
 def start_server(log_dir: Path, fake: FakeUpstream | None, *extra: str,
-                 key: str | None = LLM_KEY, port: int | None = None) -> Server:
-    """A server on a free port, or on `port` (a restart where clients expect it)."""
+                 key: str | None = LLM_KEY, port: int | None = None,
+                 database: str | None = None) -> Server:
+    """A server on a free port, or on `port` (a restart where clients expect it). Its store is
+    a fresh SQLite file, or `database` (a URL, passed as WASMAGENT_DATABASE_URL)."""
 
     def start(port: int) -> Proc:
-        args = [sys.executable, "-m", "wasmagent", "server", "--port", str(port),
-                "--store", str(log_dir / f"server-{port}.sqlite")]
+        args = [sys.executable, "-m", "wasmagent", "server", "--port", str(port)]
+        if database is None:
+            args += ["--store", str(log_dir / f"server-{port}.sqlite")]
         if fake is not None:
             args += ["--llm-url", fake.base_url, "--llm-model", "fake"]
-        env = {"WASMAGENT_LLM_KEY": key or "", "PYTHONUNBUFFERED": "1"}
+        env = {"WASMAGENT_LLM_KEY": key or "", "PYTHONUNBUFFERED": "1",
+               "WASMAGENT_DATABASE_URL": database or ""}
         return spawn(f"server-{port}", [*args, *extra], log_dir,
                      f"http://127.0.0.1:{port}/readyz", env)
 

@@ -1,30 +1,26 @@
-"""The native host (CPython): onnxruntime, SQLite and numpy behind the core's ports.
+"""The native host (CPython): onnxruntime, numpy, httpx and a SQL store behind the core's ports.
 
-Blocking native calls run on one dedicated thread per resource (onnxruntime releases the GIL
-while it computes; SQLite file I/O can stall), so the event loop keeps serving. That is fine
-here: threads are ruled out only in shared core code, which must also run on Pyodide's single
-thread.
+Blocking native calls run on one dedicated thread per resource (`blocking.OneThread`:
+onnxruntime releases the GIL while it computes), so the event loop keeps serving. The stores
+(SQLite, PostgreSQL) live in `sql.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from array import array
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import RETRYABLE_STATUS, AgentError, ErrorCode, UpstreamError
-from ..ports import Host, LoopClock, Tensor, check_expect
-
-T = TypeVar("T")
+from ..ports import Host, LoopClock, Tensor
+from .blocking import OneThread
+from .sql import SqliteStore, SqlStore
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 MODEL_FILES = {
@@ -34,19 +30,6 @@ MODEL_FILES = {
 _NP = {"int64": np.int64, "float32": np.float32}
 
 
-class _OneThread:
-    """Runs blocking calls in order on a single thread owned by this object."""
-
-    def __init__(self, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 class OnnxInference:
     """The `Inference` port over onnxruntime; one session per model, created on first use."""
 
@@ -54,7 +37,7 @@ class OnnxInference:
         self._dir = models_dir
         self._threads = threads
         self._sessions: dict[str, ort.InferenceSession] = {}
-        self._worker = _OneThread("onnx")
+        self._worker = OneThread("onnx")
 
     def session(self, model: str) -> ort.InferenceSession:
         if model not in self._sessions:
@@ -91,73 +74,6 @@ def _tensor(value: Any) -> Tensor:
     if value.dtype == np.int64:
         return Tensor("int64", tuple(value.shape), array("q", value.tobytes()))
     raise AgentError(ErrorCode.INFERENCE, f"unsupported output type {value.dtype}")
-
-
-class SqliteStore:
-    """The `Store` port over one SQLite file in WAL mode (`:memory:` for tests)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self._worker = _OneThread("sqlite")
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-
-    async def _do(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        def run() -> list[Any]:
-            return self._db.execute(sql, params).fetchall()
-
-        try:
-            return await self._worker.call(run)
-        except sqlite3.Error as exc:
-            raise AgentError(ErrorCode.STORAGE, f"SQLite failed: {exc}") from None
-
-    async def get(self, key: str) -> bytes | None:
-        rows = await self._do("SELECT value FROM kv WHERE key = ?", (key,))
-        return bytes(rows[0][0]) if rows else None
-
-    async def put(self, key: str, value: bytes) -> None:
-        await self._do("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
-
-    async def delete(self, key: str) -> None:
-        await self._do("DELETE FROM kv WHERE key = ?", (key,))
-
-    async def commit(self, puts: Mapping[str, bytes], deletes: Sequence[str] = (),
-                     expect: Mapping[str, bytes | None] | None = None) -> None:
-        def run() -> None:
-            db = self._db
-            # IMMEDIATE takes the write lock before the reads, so no other connection can
-            # change an expected key between the check and the writes.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if expect:
-                    current = {}
-                    for key in expect:
-                        row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-                        current[key] = None if row is None else bytes(row[0])
-                    check_expect(current, expect)
-                db.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in deletes])
-                db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                               list(puts.items()))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-        try:
-            await self._worker.call(run)
-        except sqlite3.Error as exc:
-            raise AgentError(ErrorCode.STORAGE, f"SQLite failed: {exc}") from None
-
-    async def keys(self, prefix: str = "") -> list[str]:
-        rows = await self._do("SELECT key FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
-                              (len(prefix), prefix))
-        return [r[0] for r in rows]
-
-    def close(self) -> None:
-        self._worker.close()
-        self._db.close()
 
 
 class NumpyVectors:
@@ -219,20 +135,27 @@ class HttpxStream:
         await self._client.aclose()
 
 
-def native_host(store_path: str | Path = ":memory:", *, models_dir: Path = MODELS_DIR,
+def native_host(store: str | Path | SqlStore = ":memory:", *, models_dir: Path = MODELS_DIR,
                 threads: int = 0) -> Host:
-    """A host with every native port; the vocabulary is read from the models directory."""
+    """A host with every native port; the vocabulary is read from the models directory.
+
+    `store` is an open store (from `sql.open_store`, which the server uses for PostgreSQL) or a
+    SQLite file path to open here. The caller closes the store it passed; `info["storage"]`
+    names its kind for `status` and `/readyz`.
+    """
+    if isinstance(store, str | Path):
+        store = SqliteStore(store)
     vocab_path = models_dir / "all-minilm-l6-v2/vocab.txt"
     labels_path = models_dir / "intent/labels.json"
     labels = tuple(json.loads(labels_path.read_text())) if labels_path.exists() else None
     return Host(
         name="native",
         clock=LoopClock(),
-        store=SqliteStore(store_path),
+        store=store,
         inference=OnnxInference(models_dir, threads),
         vectors=NumpyVectors(),
         http=HttpxStream(),
         vocab=vocab_path.read_text(encoding="utf-8"),
         intent_labels=labels,
-        info={"threads": threads or "auto"},
+        info={"threads": threads or "auto", "storage": store.kind},
     )

@@ -1,6 +1,7 @@
 """The optional agent server: the same core on CPython behind FastAPI.
 
-Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded), `GET /metrics`
+Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded, and the store's
+kind: "sqlite" or "postgresql"), `GET /metrics`
 (Prometheus), `GET /v1/protocol.schema.json` (the wire schema), `POST /v1/ask` (one answer as
 Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
 `/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..errors import AgentError, ErrorCode
 from ..hosts.native import HttpxStream, native_host
+from ..hosts.sql import SqlStore, open_store, redact_url
 from ..llm.chat import OpenAIChat
 from ..llm.resilience import CircuitBreaker
 from ..protocol import MAX_QUESTION, json_schema
@@ -58,8 +60,8 @@ def _http_client(st: ServerState, request: Request) -> str:
     return name
 
 
-async def _start(config: ServerConfig) -> ServerState:
-    host = native_host(config.store, threads=config.threads)
+async def _start(config: ServerConfig, store: SqlStore) -> ServerState:
+    host = native_host(store, threads=config.threads)
     telemetry = Telemetry(clock=host.clock, writer=write_stderr)
     llm = None
     if config.llm is not None:
@@ -80,7 +82,8 @@ async def _start(config: ServerConfig) -> ServerState:
     await host.store.keys("kb/") if host.store else None
     state.ready = True
     telemetry.log("server_ready", version=__version__, llm=config.llm is not None,
-                  auth=config.tokens.enabled)
+                  auth=config.tokens.enabled, store=store.kind,
+                  database=redact_url(str(config.store)))
     return state
 
 
@@ -88,12 +91,18 @@ def _lifespan(config: ServerConfig, holder: dict[str, ServerState]
               ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        holder["state"] = await _start(config)
-        yield
-        state = holder.pop("state")
-        await state.service.aclose()
-        if isinstance(state.service.host.http, HttpxStream):
-            await state.service.host.http.aclose()
+        # A database that cannot be opened fails the start with its `storage_failed` message
+        # (password masked), before the server accepts a connection.
+        store = await open_store(config.store)
+        try:
+            holder["state"] = await _start(config, store)
+            yield
+            state = holder.pop("state")
+            await state.service.aclose()
+            if isinstance(state.service.host.http, HttpxStream):
+                await state.service.host.http.aclose()
+        finally:
+            await store.aclose()
 
     return lifespan
 
@@ -181,7 +190,7 @@ def _readiness(st: ServerState | None) -> dict[str, Any]:
     body: dict[str, Any] = {"ready": bool(st and st.ready)}
     if st is not None:
         body |= {"model": st.service.embedder is not None,
-                 "store": st.service.host.store is not None,
+                 "store": (st.service.host.info or {}).get("storage"),
                  "llm": None if st.llm is None else st.llm.breaker.state}
     return body
 

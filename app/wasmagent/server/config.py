@@ -11,6 +11,8 @@ from .security import OriginPolicy, TokenBook
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 LLM_KEY_ENV = "WASMAGENT_LLM_KEY"
+DATABASE_ENV = "WASMAGENT_DATABASE_URL"
+DEFAULT_DATABASE = "wasmagent-server.sqlite"
 
 
 @dataclass(slots=True)
@@ -20,7 +22,9 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    store: Path | str = "wasmagent-server.sqlite"
+    store: Path | str = DEFAULT_DATABASE
+    """The database: a URL (`postgresql://...`, `sqlite:///PATH`) or a SQLite file path. It may
+    hold a password: log it only through `hosts.sql.redact_url`."""
     tokens: TokenBook = field(default_factory=TokenBook)
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     llm: ChatConfig | None = None
@@ -43,6 +47,12 @@ class ServerConfig:
             raise SystemExit(
                 f"refusing to serve {self.host} without authentication: pass --tokens FILE "
                 "(see `python -m wasmagent token`) or --insecure-no-auth")
+
+
+def database_url(flag: str | None) -> str:
+    """The database to use: the `--database` flag, else `WASMAGENT_DATABASE_URL` (where a URL
+    with a password belongs: the environment does not show in `ps`), else the default file."""
+    return flag or os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE
 
 
 def llm_from_env(url: str | None, model: str | None, timeout_s: float) -> ChatConfig | None:
