@@ -73,7 +73,7 @@ def _server(args: argparse.Namespace) -> int:
         llm_breaker_reset_s=args.llm_breaker_reset,
         rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
         max_document_bytes=args.max_document_bytes, threads=args.threads,
-        insecure_no_auth=args.insecure_no_auth)
+        insecure_no_auth=args.insecure_no_auth, job_lease_s=args.job_lease)
     return run(config)
 
 
@@ -101,6 +101,9 @@ def _add_server(commands: Any) -> None:
              "sqlite:///PATH or a SQLite file (default: $WASMAGENT_DATABASE_URL, else "
              "wasmagent-server.sqlite); pass a URL with a password through "
              "WASMAGENT_DATABASE_URL, not here, where `ps` shows it")
+    server.add_argument("--job-lease", type=float, default=10.0, metavar="SECONDS",
+                        help="after a crash, durable jobs (ingestions) resume on this or another "
+                             "server process once their lease of this many seconds lapses")
     server.add_argument("--tokens", type=Path, help="file of 'client sha256' lines; enables auth")
     server.add_argument("--insecure-no-auth", action="store_true",
                         help="allow serving a non-loopback address without tokens")

@@ -24,7 +24,7 @@ from .knowledge.library import Library
 from .llm import Llm
 from .pipeline import Pipeline, Route, Router
 from .pipeline.llm_worker import LlmWorker
-from .pipeline.pipeline import Worker
+from .pipeline.pipeline import Worker, conversation_turns
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
 from .ports import Host, MemoryStore, Store
 from .protocol import (
@@ -252,6 +252,10 @@ class Service:
 
     async def _history(self, request: HistoryList, emit: Callable[[Event], None]) -> None:
         store = self._need_store()
+        if request.conversation is not None:
+            turns = await conversation_turns(store, request.conversation, request.limit)
+            emit(Result(request.id, {"items": turns}))
+            return
         keys = (await store.keys("history/"))[-request.limit:]
         records = []
         for key in keys:
@@ -264,8 +268,7 @@ class Service:
         store = self._need_store()
         kbs = await self.library.clear()
         history = await store.keys("history/")
-        for key in history:
-            await store.delete(key)
+        await store.commit({}, [*history, *await store.keys("conv/")])
         emit(Result(request.id, {"knowledge_bases": kbs, "history": len(history)}))
 
     def _parse_tool(self, text: str) -> ToolCall | None:

@@ -39,7 +39,11 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
     if not match:
         return "I don't know: no passages were given."
     words = match.group(1).split()[:24]
-    return "According to [1], " + " ".join(words).rstrip(".") + "."
+    text = "According to [1], " + " ".join(words).rstrip(".") + "."
+    earlier = [m["content"] for m in messages if m.get("role") == "user"][:-1]
+    if earlier:  # shows the conversation reached the model
+        text += f" (Earlier you asked: {earlier[-1][:80]})"
+    return text
 
 
 def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> str:

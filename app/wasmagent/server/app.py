@@ -73,7 +73,7 @@ async def _start(config: ServerConfig, store: SqlStore) -> ServerState:
     service = Service(host, lambda event: None, intent_labels=host.intent_labels,
                       telemetry=telemetry, llm=llm, pool_size=config.pool_size,
                       max_in_flight=config.max_in_flight,
-                      timeout_s=config.request_timeout_s)
+                      timeout_s=config.request_timeout_s, job_lease_s=config.job_lease_s)
     service.start()
     state = ServerState(config, service, telemetry, RateLimiter(config.rate, config.burst),
                         llm=llm)

@@ -40,6 +40,9 @@ class ServerConfig:
     max_queued_events: int = 10_000
     threads: int = 0
     insecure_no_auth: bool = False
+    job_lease_s: float = 10.0
+    """How long a durable job stays with a process that stopped renewing it (crashed) before
+    another process (or this one, restarted) takes it over."""
 
     def check(self) -> None:
         """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag."""
