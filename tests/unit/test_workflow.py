@@ -23,7 +23,7 @@ from wasmagent.workflow import JobStatus, JobStopped, Run, Tx, Workflows
 
 
 class Clock:
-    """Wall time the test moves by hand; sleeping yields to the loop without moving it."""
+    """Wall time the test moves by hand; sleeping does not move it."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -35,7 +35,9 @@ class Clock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0.001)
+        # Retry backoffs (milliseconds here) pass; a lease heartbeat (seconds) waits for the
+        # test to move the clock, which it never does for a heartbeat: runs stay deterministic.
+        await asyncio.sleep(seconds if seconds < 0.1 else 3600)
 
 
 class CrashingStore(MemoryStore):
@@ -69,13 +71,23 @@ def _engine(store: MemoryStore, clock: Clock, **kw: Any) -> Workflows:
                      retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.001), **kw)
 
 
-async def _counting_job(run: Run, job: dict[str, Any]) -> dict[str, Any]:
-    """Each step appends one effect key; the result sums what the steps returned."""
+def _counting_job(store: MemoryStore) -> Any:
+    async def job(run: Run, data: dict[str, Any]) -> dict[str, Any]:
+        return await _count(run, data, store)
+    return job
+
+
+async def _count(run: Run, job: dict[str, Any], store: MemoryStore) -> dict[str, Any]:
+    """Each step adds an effect key and bumps a counter (not idempotent: a step whose effect
+    ran twice shows); the result sums what the steps returned."""
     total = 0
     for n in range(job["steps"]):
         async def effect(tx: Tx, n: int = n) -> int:
             if job.get("block_at") == n:
                 await asyncio.Event().wait()
+            seen = await store.get("effects")
+            tx.expect_value("effects", seen)
+            tx.put("effects", str(int(seen or b"0") + 1).encode())
             tx.put(f"effect/{n:03d}", str(n).encode())
             return n
         total += await run.step(f"step {n}", effect)
@@ -93,7 +105,7 @@ async def _finished(engine: Workflows, job_id: str) -> Any:
 async def test_a_job_runs_its_steps_once_and_records_the_result() -> None:
     store, clock = MemoryStore(), Clock()
     engine = _engine(store, clock)
-    engine.register("count", _counting_job)
+    engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 4}, title="count to four")
     record = await _finished(engine, job_id)
     assert record.status is JobStatus.DONE
@@ -101,6 +113,7 @@ async def test_a_job_runs_its_steps_once_and_records_the_result() -> None:
     assert record.steps_done == 4
     assert record.attempts == 0
     assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
+    assert await store.get("effects") == b"4"
     assert await store.keys("wf/open/") == []
     assert await store.get(f"wf/job/{job_id}/input") is None  # done: the input is dropped
     listed = await engine.recent()
@@ -115,7 +128,7 @@ async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
         store, clock = CrashingStore(), Clock()
         store.crash_at, store.after_write = crash_at, after_write
         first = _engine(store, clock)
-        first.register("count", _counting_job)
+        first.register("count", _counting_job(store))
         job_id = await first.start("count", {"steps": 4})
         with pytest.raises(Crash):
             await first._local[job_id].task
@@ -124,7 +137,7 @@ async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
         store.crash_at = None
         clock.now += 10  # past the dead owner's lease
         second = _engine(store, clock)
-        second.register("count", _counting_job)
+        second.register("count", _counting_job(store))
         if crash_at == 6 and after_write:
             assert await second.resume() == []  # it had finished: nothing to resume
             record = await second.get(job_id)
@@ -134,6 +147,7 @@ async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
         assert record.status is JobStatus.DONE, crash_at
         assert record.result == {"total": 6}
         assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
+        assert await store.get("effects") == b"4", crash_at
         steps = await store.keys(f"wf/job/{job_id}/step/")
         assert len(steps) == 4
         assert [json.loads(await store.get(k) or b"")["attempts"] for k in steps] == [1] * 4
@@ -143,11 +157,11 @@ async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
 async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenced() -> None:
     store, clock = MemoryStore(), Clock()
     first = _engine(store, clock, owner="first")
-    first.register("count", _counting_job)
+    first.register("count", _counting_job(store))
     job_id = await first.start("count", {"steps": 3, "block_at": 1})
     await asyncio.sleep(0.01)
     second = _engine(store, clock, owner="second")
-    second.register("count", _counting_job)
+    second.register("count", _counting_job(store))
     assert await second.resume() == []  # first still holds the lease
     clock.now += 6  # first stalls past its lease without renewing
     assert await second.resume() == [job_id]
@@ -168,7 +182,7 @@ async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenc
 async def test_retryable_failures_are_retried_and_counted_then_give_up_with_the_error() -> None:
     store, clock = CrashingStore(), Clock()
     engine = _engine(store, clock)
-    engine.register("count", _counting_job)
+    engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 2})
     store.fail_on = {2, 4, 5}  # step 0 fails; recorded; fails again; not even recorded
     record = await _finished(engine, job_id)
@@ -213,7 +227,7 @@ async def test_a_bug_in_a_step_fails_the_job_at_once_with_internal() -> None:
 async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> None:
     store, clock = MemoryStore(), Clock()
     engine = _engine(store, clock)
-    engine.register("count", _counting_job)
+    engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 3, "block_at": 2})
     await asyncio.sleep(0.01)
     cancelled = await engine.cancel(job_id)
@@ -232,7 +246,7 @@ async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> Non
 async def test_watch_reports_progress_until_the_job_finishes() -> None:
     store, clock = MemoryStore(), Clock()
     engine = _engine(store, clock)
-    engine.register("count", _counting_job)
+    engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 3})
     seen = [r.progress.get("done", 0) async for r in engine.watch(job_id)]
     assert seen[-1] == 3
