@@ -121,37 +121,42 @@ async def test_a_job_runs_its_steps_once_and_records_the_result() -> None:
     await engine.aclose()
 
 
-@pytest.mark.parametrize("after_write", [False, True], ids=["before-commit", "after-commit"])
-async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
-        after_write: bool) -> None:
-    for crash_at in range(2, 7):  # commit 1 starts the job; 2..5 are steps; 6 finishes it
-        store, clock = CrashingStore(), Clock()
-        store.crash_at, store.after_write = crash_at, after_write
-        first = _engine(store, clock)
-        first.register("count", _counting_job(store))
-        job_id = await first.start("count", {"steps": 4})
-        with pytest.raises(Crash):
-            await first._local[job_id].task
-        await first.aclose()  # what a dead process leaves: no memory, the lease still held
+async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step() -> None:
+    # commit 1 starts the job; 2..5 are steps; 6 finishes it. The process dies just before a
+    # commit (nothing of it lands) or just after (it is durable, but nobody learns it).
+    for after_write in (False, True):
+        for crash_at in range(2, 7):
+            await _crash_and_resume(crash_at, after_write)
 
-        store.crash_at = None
-        clock.now += 10  # past the dead owner's lease
-        second = _engine(store, clock)
-        second.register("count", _counting_job(store))
-        if crash_at == 6 and after_write:
-            assert await second.resume() == []  # it had finished: nothing to resume
-            record = await second.get(job_id)
-        else:
-            assert await second.resume() == [job_id]
-            record = await _finished(second, job_id)
-        assert record.status is JobStatus.DONE, crash_at
-        assert record.result == {"total": 6}
-        assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
-        assert await store.get("effects") == b"4", crash_at
-        steps = await store.keys(f"wf/job/{job_id}/step/")
-        assert len(steps) == 4
-        assert [json.loads(await store.get(k) or b"")["attempts"] for k in steps] == [1] * 4
-        await second.aclose()
+
+async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
+    store, clock = CrashingStore(), Clock()
+    store.crash_at, store.after_write = crash_at, after_write
+    first = _engine(store, clock)
+    first.register("count", _counting_job(store))
+    job_id = await first.start("count", {"steps": 4})
+    with pytest.raises(Crash):
+        await first._local[job_id].task
+    await first.aclose()  # what a dead process leaves: no memory, the lease still held
+
+    store.crash_at = None
+    clock.now += 10  # past the dead owner's lease
+    second = _engine(store, clock)
+    second.register("count", _counting_job(store))
+    if crash_at == 6 and after_write:
+        assert await second.resume() == []  # it had finished: nothing to resume
+        record = await second.get(job_id)
+    else:
+        assert await second.resume() == [job_id]
+        record = await _finished(second, job_id)
+    assert record.status is JobStatus.DONE, crash_at
+    assert record.result == {"total": 6}
+    assert await store.keys("effect/") == [f"effect/{n:03d}" for n in range(4)]
+    assert await store.get("effects") == b"4", crash_at
+    steps = await store.keys(f"wf/job/{job_id}/step/")
+    assert len(steps) == 4
+    assert [json.loads(await store.get(k) or b"")["attempts"] for k in steps] == [1] * 4
+    await second.aclose()
 
 
 async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenced() -> None:
