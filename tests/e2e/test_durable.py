@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, expect
@@ -22,6 +23,7 @@ from wasmagent.protocol import DocumentIn
 from .conftest import BOOT_TIMEOUT_MS, boot
 
 KB = "reload-test"
+SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "screenshots"
 DOCS = [DocumentIn(f"notes-{i:02d}.md", f"# Notes {i}\n\n" + "\n\n".join(
     f"## Part {p}\n\n" + " ".join(f"Item {i}-{p}-{s} records that shelf {i * 31 + p * 7 + s} "
                                   f"holds box {s} of series {p}." for s in range(12))
@@ -64,6 +66,8 @@ def test_a_reload_mid_ingestion_resumes_and_stores_every_document_exactly_once(
 
         expect(page.locator("#ingest-label")).to_contain_text(
             re.compile("Resuming: add 40 document|Resumed after a reload"), timeout=20_000)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "ingestion-resumed-desktop.png"))
         expect(page.locator("#kb-message")).to_contain_text(
             f"Added {expected['chunks_added']} passages from 40 document(s) to “{KB}”",
             timeout=120_000)
