@@ -268,6 +268,8 @@ async def test_metrics_are_prometheus_text(server: Server, healthy: FakeUpstream
     for gauge in ("wasmagent_in_flight_requests", "wasmagent_queue_depth",
                   "wasmagent_websocket_connections", "wasmagent_upstream_breaker_open"):
         assert re.search(rf"^{gauge} \d", text, re.MULTILINE), gauge
+    # every request above has ended, and its connection has closed
+    assert re.search(r"^wasmagent_in_flight_requests 0$", text, re.MULTILINE), text
 
 
 # ---- retries, drops, fallback ----------------------------------------------------------------
