@@ -435,7 +435,7 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_the_reset(breaker_s
 
 GOOD = "http://good.test"
 EVIL = "http://evil.test"
-TOKEN_NAMES = ("alice", "bob", "ratehttp", "ratews", "sizes", "docs")
+TOKEN_NAMES = ("alice", "bob", "ratehttp", "ratews", "sizes", "docs", "scraper")
 
 
 @pytest.fixture(scope="module")
@@ -518,6 +518,22 @@ async def test_ws_with_the_token_as_a_subprotocol_works(secure: Server) -> None:
         assert (await ws.status())["protocol"] == 1
     async with ws_client(secure, subprotocols=(), headers=auth(secure.tokens["bob"])) as ws:
         assert (await ws.status())["protocol"] == 1
+
+
+def test_metrics_need_a_token_when_tokens_are_enabled(secure: Server) -> None:
+    # the counters name clients; liveness and readiness probes stay open
+    for headers in ({}, auth("wa_wrong"), auth(digest(secure.tokens["scraper"]))):
+        response = httpx.get(f"{secure.http}/metrics", headers=headers, timeout=10)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert "wasmagent_requests_total" not in response.text
+    for _ in range(3):  # a scraper is not rate-limited
+        response = httpx.get(f"{secure.http}/metrics", headers=auth(secure.tokens["scraper"]),
+                             timeout=10)
+        assert response.status_code == 200
+    assert "wasmagent_ready 1" in response.text
+    assert httpx.get(f"{secure.http}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{secure.http}/readyz", timeout=10).status_code == 200
 
 
 def test_a_foreign_origin_is_forbidden_on_http(secure: Server) -> None:

@@ -144,8 +144,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         body = _readiness(holder.get("state"))
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def metrics(st: ServerState = Depends(state)) -> str:  # noqa: B008
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+             responses={401: {"description": "tokens are enabled and none valid was sent"}})
+    async def metrics(request: Request, st: ServerState = Depends(state)) -> str:  # noqa: B008
+        # the counters name clients: with tokens enabled, a scraper sends one too
+        if st.config.tokens.enabled:
+            st.config.tokens.client(bearer(request.headers.get("authorization")))
         return st.metrics()
 
     @app.get("/v1/protocol.schema.json", summary="JSON Schema of the WebSocket messages")
