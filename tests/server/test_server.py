@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -26,6 +26,7 @@ from wasmagent.cli import build_parser
 from wasmagent.protocol import json_schema
 from wasmagent.server.config import ServerConfig
 from wasmagent.server.security import digest
+from wasmagent.server.sessions import CorkedTransport
 
 from ..support.processes import (
     LLM_KEY,
@@ -270,6 +271,71 @@ async def test_metrics_are_prometheus_text(server: Server, healthy: FakeUpstream
         assert re.search(rf"^{gauge} \d", text, re.MULTILINE), gauge
     # every request above has ended, and its connection has closed
     assert re.search(r"^wasmagent_in_flight_requests 0$", text, re.MULTILINE), text
+
+
+# ---- the socket under the WebSocket ---------------------------------------------------------
+
+
+class RecordingTransport:
+    """An asyncio transport's write side, recording each write (one `send()` each)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_writes_in_one_loop_tick_leave_in_one_write_in_order() -> None:
+    real = RecordingTransport()
+    corked = CorkedTransport(cast(asyncio.Transport, real))
+    for frame in (b"a", b"bc", b"d"):
+        corked.write(frame)
+    assert real.writes == []  # nothing leaves during the tick...
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd"]  # ...then all of it, once, in order
+    corked.write(b"e")
+    corked.write(b"f")
+    corked.close()  # closing sends what is waiting first
+    assert (real.writes, real.closed) == ([b"abcd", b"ef"], True)
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd", b"ef"]  # the scheduled flush finds nothing left
+    assert corked.is_closing()  # everything else is the real transport's
+
+
+async def test_an_aborted_corked_transport_drops_what_waits() -> None:
+    real = RecordingTransport()
+    corked = CorkedTransport(cast(asyncio.Transport, real))
+    corked.write(b"never")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert (real.writes, real.aborted) == ([], True)
+
+
+async def test_a_burst_of_events_arrives_as_separate_frames_in_order(
+        server: Server, healthy: FakeUpstream) -> None:
+    # the upstream's whole answer comes in one read: its deltas leave in one socket write,
+    # and the client still gets one protocol event per WebSocket frame
+    async with ws_client(server) as ws:
+        for n in range(3):
+            await ws.send({"v": 1, "type": "status", "id": f"b{n}"})
+        events = [await ws.recv() for _ in range(6)]
+        asked = await ws.request({"type": "ask", "text": QUESTION, "mode": "llm"})
+    assert sorted((e["id"], e["type"]) for e in events) == [
+        (f"b{n}", kind) for n in range(3) for kind in ("done", "result")]
+    assert_answer_shape(asked)
 
 
 # ---- retries, drops, fallback ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from ..service import Service
 from ..telemetry import Telemetry
 from .config import ServerConfig
 from .security import RateLimiter, bearer
-from .sessions import Receive, Scope, Send, serve_websocket, sse_answer
+from .sessions import Receive, Scope, Send, serve_websocket, sse_answer, websocket_protocol
 from .state import ServerState, write_stderr
 
 STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
@@ -209,10 +209,10 @@ async def serve(config: ServerConfig) -> None:
     # limit gets a typed `too_large` error from the agent and the connection stays open
     # (with the cap at the limit, uvicorn closed it with a bare 1009); only frames over
     # WS_FRAME_CAP times the limit are cut off there, which still bounds memory.
-    # `websockets-sansio`: the plain `websockets` implementation is deprecated and printed a
-    # non-JSON warning on stderr, among the JSON log lines.
+    # uvicorn's `websockets-sansio` protocol (the plain `websockets` one is deprecated and
+    # printed a non-JSON warning among the JSON log lines), over a `CorkedTransport`.
     server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, ws="websockets-sansio",
+        app, host=config.host, port=config.port, ws=websocket_protocol(),
         ws_max_size=WS_FRAME_CAP * config.max_message_bytes, log_config=None,
         access_log=False,
         # Compression costs a zlib context per connection (~100 KB each: 10k idle clients

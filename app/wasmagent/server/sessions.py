@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode
@@ -276,6 +276,58 @@ class WebSocketSession:
         self._outbox.close()
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+
+
+# ---- the socket under the WebSocket ---------------------------------------------------------
+
+
+class CorkedTransport:
+    """A transport whose writes in one event-loop tick leave in one system call, at the end of
+    the tick. The bytes and their order are unchanged — every event is still its own frame —
+    but a burst of events (an answer's deltas decoded from one upstream read) costs one
+    `send()` instead of one each, for the server and for the client's wake-ups alike."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def websocket_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's sans-I/O `websockets` protocol over a `CorkedTransport`."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class CorkedWebSocketProtocol(WebSocketsSansIOProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # (uvloop's transports implement asyncio.Transport without subclassing it)
+            corked = CorkedTransport(cast(asyncio.Transport, transport))
+            super().connection_made(cast(asyncio.Transport, corked))
+
+    return CorkedWebSocketProtocol
 
 
 # ---- Server-Sent Events ---------------------------------------------------------------------
