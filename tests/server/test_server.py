@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from wasmagent.cli import build_parser
 from wasmagent.protocol import json_schema
+from wasmagent.server.app import loop_factory
 from wasmagent.server.config import ServerConfig
 from wasmagent.server.security import digest
 from wasmagent.server.sessions import CorkedTransport
@@ -336,6 +337,18 @@ async def test_a_burst_of_events_arrives_as_separate_frames_in_order(
     assert sorted((e["id"], e["type"]) for e in events) == [
         (f"b{n}", kind) for n in range(3) for kind in ("done", "result")]
     assert_answer_shape(asked)
+
+
+def test_the_event_loop_is_uvloop_when_installed_unless_asked_otherwise() -> None:
+    assert build_parser().parse_args(["server"]).loop == "auto"
+    assert loop_factory("asyncio") is None
+    factory = loop_factory("auto")
+    assert factory is not None  # uvloop is pinned in requirements-dev.txt
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 # ---- retries, drops, fallback ----------------------------------------------------------------

@@ -226,5 +226,21 @@ def run(config: ServerConfig) -> int:
     from .state import setup_logging
 
     setup_logging()
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
+        runner.run(serve(config))
     return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop (libuv; faster transports and callbacks) when `choice` allows it
+    and it is installed — a server-only dependency — else asyncio's default (None)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--loop uvloop: uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

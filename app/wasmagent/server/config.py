@@ -36,6 +36,7 @@ class ServerConfig:
     max_queued_events: int = 10_000
     threads: int = 0
     insecure_no_auth: bool = False
+    loop: str = "auto"
 
     def check(self) -> None:
         """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag."""
