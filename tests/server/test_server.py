@@ -173,6 +173,24 @@ async def test_request_ids_with_lone_surrogates_are_echoed_and_the_socket_surviv
         assert (await ws.status())["protocol"] == 1
 
 
+async def test_requests_of_a_client_that_leaves_are_cancelled_logged_and_not_in_flight(
+        server: Server, healthy: FakeUpstream) -> None:
+    healthy.control(delay=0.05)  # answers take a while: the client leaves mid-answer
+    async with ws_client(server) as ws:
+        for n in range(3):  # ... and right after sending, before some of them even started
+            await ws.send({"v": 1, "type": "ask", "id": f"gone{n}", "text": QUESTION,
+                           "mode": "llm"})
+    deadline = time.monotonic() + 15
+    while True:
+        outcomes = {line["request_id"]: line["outcome"] for line in server.log()
+                    if line.get("event") == "request" and line["request_id"].startswith("gone")}
+        if len(outcomes) == 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert outcomes == {f"gone{n}": "cancelled" for n in range(3)}
+    assert re.search(r"^wasmagent_in_flight_requests 0$", server.metrics(), re.MULTILINE)
+
+
 async def test_a_duplicate_request_id_in_flight_is_refused(server: Server,
                                                            healthy: FakeUpstream) -> None:
     healthy.control(delay=0.05)  # the first answer takes a while to stream

@@ -13,6 +13,7 @@ message arrives: an idle connection holds little more than the ASGI server's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -32,6 +33,7 @@ WS_SUBPROTOCOL = "wasmagent.v1"
 TOKEN_SUBPROTOCOL = "bearer."
 POLICY_VIOLATION = 1008
 TOO_SLOW = 1013
+HANG_UP_GRACE_S = 5.0
 TERMINAL = ('{"v":1,"type":"done"', '{"v":1,"type":"error"')
 """How terminal events start (`Event.to_json`: compact, `v` then `type` first)."""
 
@@ -87,7 +89,8 @@ class Outbox:
 class Tracker:
     """Logs each request of one client when its terminal event goes out (one `request` line:
     id, client, type, outcome, latency) and keeps the server's in-flight count. Every admitted
-    request gets a terminal event (the agent's contract), cancelled ones included."""
+    request that runs gets a terminal event (the agent's contract), cancelled ones included;
+    one cancelled before it ever ran has none, and `abandon` accounts for it."""
 
     __slots__ = ("_begun", "_client", "_state")
 
@@ -108,10 +111,19 @@ class Tracker:
         begun = self._begun.pop(data.get("id") or "", None)
         if begun is None:
             return
+        outcome = "ok" if data["type"] == "done" else data.get("code", "error")
+        self._finish(data["id"], begun, outcome)
+
+    def abandon(self) -> None:
+        """The client is gone and its agent drained: what never ended was cancelled."""
+        for request_id, begun in list(self._begun.items()):
+            del self._begun[request_id]
+            self._finish(request_id, begun, ErrorCode.CANCELLED.value)
+
+    def _finish(self, request_id: str, begun: tuple[str, float], outcome: str) -> None:
         self._state.in_flight_requests -= 1
         kind, t0 = begun
-        outcome = "ok" if data["type"] == "done" else data.get("code", "error")
-        self._state.finished(data["id"], kind, self._client, outcome,
+        self._state.finished(request_id, kind, self._client, outcome,
                              (time.perf_counter() - t0) * 1000)
 
 
@@ -136,7 +148,8 @@ def admit(state: ServerState, client: str, tracker: Tracker, *, charge: bool = T
     return check
 
 
-def connect(state: ServerState, client: str, outbox: Outbox, *, charge: bool = True) -> Agent:
+def connect(state: ServerState, client: str, outbox: Outbox, *, charge: bool = True
+            ) -> tuple[Agent, Tracker]:
     """A new agent edge for one client, its events observed, then queued in `outbox`."""
     tracker = Tracker(state, client)
 
@@ -146,7 +159,17 @@ def connect(state: ServerState, client: str, outbox: Outbox, *, charge: bool = T
 
     agent = state.service.connect(sink, admit=admit(state, client, tracker, charge=charge))
     agent.max_message_bytes = state.config.max_message_bytes
-    return agent
+    return agent, tracker
+
+
+async def hang_up(agent: Agent, tracker: Tracker) -> None:
+    """The client went away: cancel its requests, give them `HANG_UP_GRACE_S` to send their
+    terminal events (and so their `request` log lines), then account for the rest."""
+    agent.cancel_all()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(HANG_UP_GRACE_S):
+            await agent.drain()
+    tracker.abandon()
 
 
 def utf8_safe(event: str) -> str:
@@ -239,20 +262,21 @@ async def serve_websocket(state: ServerState | None, scope: Scope, receive: Rece
 class WebSocketSession:
     """One connection's agent and event writer, both made when the first message arrives."""
 
-    __slots__ = ("_agent", "_client", "_outbox", "_send", "_state", "_writer")
+    __slots__ = ("_agent", "_client", "_outbox", "_send", "_state", "_tracker", "_writer")
 
     def __init__(self, state: ServerState, client: str, send: Send) -> None:
         self._state = state
         self._client = client
         self._send = send
         self._agent: Agent | None = None
+        self._tracker: Tracker | None = None
         self._outbox: Outbox | None = None
         self._writer: asyncio.Task[None] | None = None
 
     def submit(self, raw: str | bytes) -> None:
         if self._agent is None:
             self._outbox = Outbox(self._state.config.max_queued_events)
-            self._agent = connect(self._state, self._client, self._outbox)
+            self._agent, self._tracker = connect(self._state, self._client, self._outbox)
             self._writer = asyncio.get_running_loop().create_task(self._write(self._outbox))
         self._agent.submit(raw)
 
@@ -270,9 +294,9 @@ class WebSocketSession:
 
     async def close(self) -> None:
         """The client went away: cancel its requests and let the writer finish."""
-        if self._agent is None or self._outbox is None:
+        if self._agent is None or self._tracker is None or self._outbox is None:
             return
-        self._agent.cancel_all()
+        await hang_up(self._agent, self._tracker)
         self._outbox.close()
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -338,7 +362,7 @@ async def sse_answer(state: ServerState, body: dict[str, Any], client: str
     """One `ask` as Server-Sent Events: `event: <type>` / `data: <event JSON>` until the
     terminal event. Closing the stream (client gone) cancels the request."""
     outbox = Outbox(state.config.max_queued_events)
-    agent = connect(state, client, outbox, charge=False)
+    agent, tracker = connect(state, client, outbox, charge=False)
     rid = f"sse-{uuid.uuid4().hex[:16]}"
     agent.submit({"v": PROTOCOL_VERSION, "type": "ask", "id": rid, **body})
     try:
@@ -349,4 +373,4 @@ async def sse_answer(state: ServerState, body: dict[str, Any], client: str
                 if kind in ("done", "error"):
                     return
     finally:
-        agent.cancel_all()
+        await hang_up(agent, tracker)
