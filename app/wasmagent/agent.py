@@ -22,6 +22,7 @@ from . import __version__
 from .errors import AgentError, ErrorCode
 from .ports import Host
 from .protocol import (
+    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Cancel,
     Done,
@@ -51,10 +52,14 @@ class Agent:
 
     def __init__(self, host: Host, sink: Sink,
                  status_extra: Callable[[], dict[str, Any]] | None = None,
-                 admit: Admit | None = None) -> None:
+                 admit: Admit | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES
+                 ) -> None:
         """`admit` (the server's limits: rate, document sizes) may refuse a valid request by
-        raising `AgentError`; the refusal is that request's `error` event."""
+        raising `AgentError`; the refusal is that request's `error` event. A wire message over
+        `max_message_bytes` (a public attribute: a host may set its own limit) is refused as
+        `too_large`."""
         self.host = host
+        self.max_message_bytes = max_message_bytes
         self._admit = admit
         self._status_extra = status_extra
         self._sink = sink
@@ -73,11 +78,12 @@ class Agent:
     def submit(self, raw: str | bytes | dict[str, Any]) -> None:
         """Accept one wire message; see the module docstring for the contract."""
         try:
-            request = parse_request(raw)
+            request = parse_request(raw, max_bytes=self.max_message_bytes)
             if self._admit is not None and not isinstance(request, Cancel):
                 self._admit(request)
         except AgentError as exc:
-            self._send(Error.from_exc(peek_id(raw) if isinstance(raw, dict) else _raw_id(raw), exc))
+            rid = peek_id(raw) if isinstance(raw, dict) else _raw_id(raw, self.max_message_bytes)
+            self._send(Error.from_exc(rid, exc))
             return
         if request.id in self._tasks:
             self._send(Error(request.id, ErrorCode.BAD_MESSAGE.value,
@@ -153,9 +159,9 @@ class Agent:
         }
 
 
-def _raw_id(raw: str | bytes) -> str | None:
+def _raw_id(raw: str | bytes, max_bytes: int) -> str | None:
     """Best-effort request id from a message that failed validation."""
     try:
-        return peek_id(decode(raw))
+        return peek_id(decode(raw, max_bytes))
     except AgentError:
         return None

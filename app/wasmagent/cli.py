@@ -73,7 +73,8 @@ def _server(args: argparse.Namespace) -> int:
         llm_breaker_reset_s=args.llm_breaker_reset,
         rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
         max_document_bytes=args.max_document_bytes, threads=args.threads,
-        insecure_no_auth=args.insecure_no_auth, job_lease_s=args.job_lease)
+        insecure_no_auth=args.insecure_no_auth, job_lease_s=args.job_lease,
+        loop=args.loop)
     return run(config)
 
 
@@ -123,6 +124,8 @@ def _add_server(commands: Any) -> None:
     server.add_argument("--max-message-bytes", type=int, default=1 << 20)
     server.add_argument("--max-document-bytes", type=int, default=2 << 20)
     server.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: auto)")
+    server.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop: uvloop when installed (auto), or asyncio's own")
     server.set_defaults(func=_server)
 
     token = commands.add_parser("token", help="create a bearer token for a client")

@@ -7,9 +7,10 @@ validation (`parse_request`), serialisation (`Event.to_wire`) and the published 
 
 Contract of `parse_request(raw)`:
 - returns a request dataclass whose fields have the declared types and satisfy their limits;
-- raises `AgentError` with code `bad_json` (not a JSON object), `too_large` (over
-  `MAX_MESSAGE_BYTES`), `unsupported_version` (`v` is not `PROTOCOL_VERSION`) or `bad_message`
-  (unknown `type`, missing/extra/mistyped field, limit broken), naming the offending field;
+- raises `AgentError` with code `bad_json` (not a JSON object), `too_large` (over `max_bytes`
+  bytes of UTF-8, by default `MAX_MESSAGE_BYTES`), `unsupported_version` (`v` is not
+  `PROTOCOL_VERSION`) or `bad_message` (unknown `type`, missing/extra/mistyped field, limit
+  broken), naming the offending field;
 - raises nothing else: any other exception escaping it is a bug.
 
 Every request is answered by zero or more non-terminal events (`progress`, `delta`,
@@ -358,12 +359,23 @@ def peek_id(raw: object) -> str | None:
     return None
 
 
-def decode(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
-    """Turn wire input into a JSON object, raising `bad_json` or `too_large`."""
+def message_bytes(raw: str | bytes) -> int:
+    """The size of a wire message in bytes: text counts as the UTF-8 that carries it (lone
+    surrogates included, which a JSON string may hold)."""
+    if isinstance(raw, bytes) or raw.isascii():
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+def decode(raw: str | bytes | Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES
+           ) -> Mapping[str, Any]:
+    """Turn wire input into a JSON object, raising `bad_json` or `too_large` (over `max_bytes`
+    bytes; a mapping is already decoded and not measured)."""
     if isinstance(raw, Mapping):
         return raw
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise AgentError(ErrorCode.TOO_LARGE, f"message is over {MAX_MESSAGE_BYTES} bytes")
+    # a character takes 1 to 4 bytes: only a length in between needs the exact count
+    if len(raw) > max_bytes or (len(raw) * 4 > max_bytes and message_bytes(raw) > max_bytes):
+        raise AgentError(ErrorCode.TOO_LARGE, f"message is over {max_bytes} bytes")
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -377,9 +389,10 @@ def decode(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     return value
 
 
-def parse_request(raw: str | bytes | Mapping[str, Any]) -> Request:
+def parse_request(raw: str | bytes | Mapping[str, Any], *, max_bytes: int = MAX_MESSAGE_BYTES
+                  ) -> Request:
     """Validate one incoming message; see the module docstring for the contract."""
-    message = decode(raw)
+    message = decode(raw, max_bytes)
     version = message.get("v")
     if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise AgentError(ErrorCode.UNSUPPORTED_VERSION,

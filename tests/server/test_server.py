@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
@@ -24,8 +24,10 @@ from websockets.exceptions import ConnectionClosed
 
 from wasmagent.cli import build_parser
 from wasmagent.protocol import json_schema
+from wasmagent.server.app import loop_factory
 from wasmagent.server.config import ServerConfig
 from wasmagent.server.security import digest
+from wasmagent.server.sessions import CorkedTransport
 
 from ..support.processes import (
     LLM_KEY,
@@ -171,6 +173,24 @@ async def test_request_ids_with_lone_surrogates_are_echoed_and_the_socket_surviv
         assert (await ws.status())["protocol"] == 1
 
 
+async def test_requests_of_a_client_that_leaves_are_cancelled_logged_and_not_in_flight(
+        server: Server, healthy: FakeUpstream) -> None:
+    healthy.control(delay=0.05)  # answers take a while: the client leaves mid-answer
+    async with ws_client(server) as ws:
+        for n in range(3):  # ... and right after sending, before some of them even started
+            await ws.send({"v": 1, "type": "ask", "id": f"gone{n}", "text": QUESTION,
+                           "mode": "llm"})
+    deadline = time.monotonic() + 15
+    while True:
+        outcomes = {line["request_id"]: line["outcome"] for line in server.log()
+                    if line.get("event") == "request" and line["request_id"].startswith("gone")}
+        if len(outcomes) == 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert outcomes == {f"gone{n}": "cancelled" for n in range(3)}
+    assert re.search(r"^wasmagent_in_flight_requests 0$", server.metrics(), re.MULTILINE)
+
+
 async def test_a_duplicate_request_id_in_flight_is_refused(server: Server,
                                                            healthy: FakeUpstream) -> None:
     healthy.control(delay=0.05)  # the first answer takes a while to stream
@@ -268,6 +288,85 @@ async def test_metrics_are_prometheus_text(server: Server, healthy: FakeUpstream
     for gauge in ("wasmagent_in_flight_requests", "wasmagent_queue_depth",
                   "wasmagent_websocket_connections", "wasmagent_upstream_breaker_open"):
         assert re.search(rf"^{gauge} \d", text, re.MULTILINE), gauge
+    # every request above has ended, and its connection has closed
+    assert re.search(r"^wasmagent_in_flight_requests 0$", text, re.MULTILINE), text
+
+
+# ---- the socket under the WebSocket ---------------------------------------------------------
+
+
+class RecordingTransport:
+    """An asyncio transport's write side, recording each write (one `send()` each)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_writes_in_one_loop_tick_leave_in_one_write_in_order() -> None:
+    real = RecordingTransport()
+    corked = CorkedTransport(cast(asyncio.Transport, real))
+    for frame in (b"a", b"bc", b"d"):
+        corked.write(frame)
+    assert real.writes == []  # nothing leaves during the tick...
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd"]  # ...then all of it, once, in order
+    corked.write(b"e")
+    corked.write(b"f")
+    corked.close()  # closing sends what is waiting first
+    assert (real.writes, real.closed) == ([b"abcd", b"ef"], True)
+    await asyncio.sleep(0)
+    assert real.writes == [b"abcd", b"ef"]  # the scheduled flush finds nothing left
+    assert corked.is_closing()  # everything else is the real transport's
+
+
+async def test_an_aborted_corked_transport_drops_what_waits() -> None:
+    real = RecordingTransport()
+    corked = CorkedTransport(cast(asyncio.Transport, real))
+    corked.write(b"never")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert (real.writes, real.aborted) == ([], True)
+
+
+async def test_a_burst_of_events_arrives_as_separate_frames_in_order(
+        server: Server, healthy: FakeUpstream) -> None:
+    # the upstream's whole answer comes in one read: its deltas leave in one socket write,
+    # and the client still gets one protocol event per WebSocket frame
+    async with ws_client(server) as ws:
+        for n in range(3):
+            await ws.send({"v": 1, "type": "status", "id": f"b{n}"})
+        events = [await ws.recv() for _ in range(6)]
+        asked = await ws.request({"type": "ask", "text": QUESTION, "mode": "llm"})
+    assert sorted((e["id"], e["type"]) for e in events) == [
+        (f"b{n}", kind) for n in range(3) for kind in ("done", "result")]
+    assert_answer_shape(asked)
+
+
+def test_the_event_loop_is_uvloop_when_installed_unless_asked_otherwise() -> None:
+    assert build_parser().parse_args(["server"]).loop == "auto"
+    assert loop_factory("asyncio") is None
+    factory = loop_factory("auto")
+    assert factory is not None  # uvloop is pinned in requirements-dev.txt
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 # ---- retries, drops, fallback ----------------------------------------------------------------
@@ -433,7 +532,7 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_the_reset(breaker_s
 
 GOOD = "http://good.test"
 EVIL = "http://evil.test"
-TOKEN_NAMES = ("alice", "bob", "ratehttp", "ratews", "sizes", "docs")
+TOKEN_NAMES = ("alice", "bob", "ratehttp", "ratews", "sizes", "docs", "scraper")
 
 
 @pytest.fixture(scope="module")
@@ -516,6 +615,22 @@ async def test_ws_with_the_token_as_a_subprotocol_works(secure: Server) -> None:
         assert (await ws.status())["protocol"] == 1
     async with ws_client(secure, subprotocols=(), headers=auth(secure.tokens["bob"])) as ws:
         assert (await ws.status())["protocol"] == 1
+
+
+def test_metrics_need_a_token_when_tokens_are_enabled(secure: Server) -> None:
+    # the counters name clients; liveness and readiness probes stay open
+    for headers in ({}, auth("wa_wrong"), auth(digest(secure.tokens["scraper"]))):
+        response = httpx.get(f"{secure.http}/metrics", headers=headers, timeout=10)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert "wasmagent_requests_total" not in response.text
+    for _ in range(3):  # a scraper is not rate-limited
+        response = httpx.get(f"{secure.http}/metrics", headers=auth(secure.tokens["scraper"]),
+                             timeout=10)
+        assert response.status_code == 200
+    assert "wasmagent_ready 1" in response.text
+    assert httpx.get(f"{secure.http}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{secure.http}/readyz", timeout=10).status_code == 200
 
 
 def test_a_foreign_origin_is_forbidden_on_http(secure: Server) -> None:

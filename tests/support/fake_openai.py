@@ -125,7 +125,11 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     STATE["key"], STATE["delay"] = args.key, args.delay
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", backlog=4096)
+    # asyncio and h11 even where uvloop and httptools are installed (the agent server's
+    # optional speed-ups): the load benchmark's upstream costs what it always did, so figures
+    # before and after those were added compare
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", backlog=4096,
+                loop="asyncio", http="h11")
 
 
 if __name__ == "__main__":

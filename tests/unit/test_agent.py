@@ -133,3 +133,16 @@ async def test_a_failing_sink_does_not_stop_the_agent() -> None:
 def test_events_are_plain_data() -> None:
     event: Event = Delta("x", "hello")
     assert event.to_wire() == {"v": 1, "type": "delta", "id": "x", "text": "hello"}
+
+
+async def test_the_message_size_limit_is_the_hosts() -> None:
+    agent, events = _agent()
+    agent.max_message_bytes = 64
+    agent.submit('{"v": 1, "type": "status", "id": "big", "pad": "' + "x" * 64 + '"}')
+    agent.submit(b'{"v": 1, "type": "status", "id": "bytes", "pad": "' + b"x" * 64 + b'"}')
+    agent.submit('{"v": 1, "type": "status", "id": "s1"}')
+    await agent.drain()
+    refused = [e for e in events if e["type"] == "error"]
+    assert [(e["code"], e["id"]) for e in refused] == [("too_large", None)] * 2
+    assert "over 64 bytes" in refused[0]["message"]
+    assert [e["type"] for e in _of(events, "s1")] == ["result", "done"]

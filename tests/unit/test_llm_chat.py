@@ -61,6 +61,7 @@ class ScriptedHttp:
         self.scripts: deque[Sequence[Step]] = deque(scripts)
         self.calls: list[dict[str, Any]] = []
         self.closed = 0
+        self.read_to_end = 0
 
     async def post_stream(self, url: str, headers: Mapping[str, str], body: bytes, *,
                           timeout: float) -> AsyncIterator[bytes]:  # noqa: ASYNC109
@@ -75,6 +76,7 @@ class ScriptedHttp:
                     await asyncio.Event().wait()
                 assert isinstance(step, bytes)
                 yield step
+            self.read_to_end += 1  # a body read to its end: its connection can be reused
         finally:
             self.closed += 1
 
@@ -84,12 +86,13 @@ def fail(status: int) -> UpstreamError:
 
 
 def make(http: ScriptedHttp, *, attempts: int = 3, threshold: int = 5, reset_after: float = 30.0,
-         timeout_s: float = 30.0, key: str | None = None
+         timeout_s: float = 30.0, key: str | None = None, drain_s: float = 1.0
          ) -> tuple[OpenAIChat, FakeClock, list[str]]:
     clock = FakeClock()
     failures: list[str] = []
     config = ChatConfig("http://127.0.0.1:9/v1/", "fake-model", api_key=key, timeout_s=timeout_s,
-                        retry=RetryPolicy(attempts=attempts, base_s=0.2, cap_s=2.0))
+                        retry=RetryPolicy(attempts=attempts, base_s=0.2, cap_s=2.0),
+                        drain_s=drain_s)
     chat = OpenAIChat(http, config, clock, rng=random.Random(7), on_failure=failures.append,
                       breaker=CircuitBreaker(clock, threshold=threshold, reset_after=reset_after))
     return chat, clock, failures
@@ -113,6 +116,45 @@ async def test_a_streamed_answer_arrives_piece_by_piece_with_the_key_and_passage
     assert failures == []
     assert chat.breaker.state == "closed"
     assert "sk-test" not in repr(chat.config)
+
+
+async def test_the_body_after_done_is_read_to_its_end_so_the_connection_is_reused() -> None:
+    # the end of a chunked body often arrives after the [DONE] event, in a read of its own
+    http = ScriptedHttp([sse("one ", "two"), b"", b": trailing comment\n\n"])
+    chat, _, _ = make(http)
+    assert await collect(chat) == ["one ", "two"]
+    assert http.read_to_end == 1
+    assert http.closed == 1
+
+
+async def test_an_upstream_that_stays_open_after_done_costs_only_the_grace() -> None:
+    http = ScriptedHttp([sse("one ", "two"), HANG])
+    chat, _, failures = make(http, drain_s=0.05)  # the grace runs on the real loop clock
+    assert await asyncio.wait_for(collect(chat), 5) == ["one ", "two"]
+    assert (http.read_to_end, http.closed) == (0, 1)  # given up on: its connection closes
+    assert failures == []
+    assert chat.breaker.state == "closed"
+
+
+async def test_a_cancel_while_draining_still_cancels() -> None:
+    http = ScriptedHttp([sse("one"), HANG])
+    chat, clock, _ = make(http, drain_s=30.0)
+    ctx = Context("c", clock=clock)
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in chat.stream("q", PASSAGES, ctx):
+            first.set()
+
+    task = asyncio.ensure_future(consume())
+    await first.wait()
+    for _ in range(5):  # on into the drain, which hangs
+        await asyncio.sleep(0)
+    ctx.cancel("the client left")
+    with pytest.raises(AgentError) as info:
+        await asyncio.wait_for(task, 5)
+    assert info.value.code is ErrorCode.CANCELLED
+    assert http.closed == 1
 
 
 async def test_a_failed_call_is_retried_and_then_succeeds() -> None:

@@ -77,6 +77,30 @@ def test_oversized_messages_are_refused_before_parsing() -> None:
     assert _code(raw) == ErrorCode.TOO_LARGE.value
 
 
+def test_the_size_limit_is_the_callers_and_counts_utf8_bytes() -> None:
+    status = '{"v": 1, "type": "status", "id": "s", "pad": "%s"}'
+    small = status % ("x" * 50)
+    with pytest.raises(AgentError) as info:
+        parse_request(small, max_bytes=40)
+    assert info.value.code is ErrorCode.TOO_LARGE
+    assert "40 bytes" in info.value.message
+    # 2,100 characters but 4,200 bytes: over a 4,096-byte limit, as bytes and as text alike
+    wide = status % ("é" * 2100)
+    for raw in (wide, wide.encode()):
+        with pytest.raises(AgentError) as info:
+            parse_request(raw, max_bytes=4096)
+        assert info.value.code is ErrorCode.TOO_LARGE
+    # under the limit, the message is judged on its content (here: an unknown field)
+    with pytest.raises(AgentError) as info:
+        parse_request(status % ("é" * 2000), max_bytes=4096)
+    assert info.value.code is ErrorCode.BAD_MESSAGE
+    # text holding lone surrogates (which UTF-8 cannot encode) is measured, not crashed on
+    lone = '{"v": 1, "type": "status", "id": "' + "\ud800" * 10 + '"}'
+    with pytest.raises(AgentError) as info:
+        parse_request(lone, max_bytes=len(lone) + 5)
+    assert info.value.code is ErrorCode.TOO_LARGE
+
+
 def test_events_serialise_with_version_and_type() -> None:
     wire = json.loads(Citation("r1", "a.md", "A", "intro", 0.5, "text").to_json())
     assert wire == {"v": 1, "type": "citation", "id": "r1", "source": "a.md", "title": "A",

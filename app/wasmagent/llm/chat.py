@@ -38,6 +38,8 @@ class ChatConfig:
     timeout_s: float = 30.0
     max_tokens: int = 512
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    drain_s: float = 1.0
+    """How long to keep reading after `[DONE]` for the end of the body (see `_once`)."""
 
     @property
     def url(self) -> str:
@@ -126,6 +128,7 @@ class OpenAIChat:
                 for payload in decoder.feed(raw):
                     text = chunk_text(payload)
                     if text == DONE:
+                        await self._drain(pieces, ctx)
                         return
                     if text:
                         yield text
@@ -134,3 +137,18 @@ class OpenAIChat:
             if text and text != DONE:
                 yield text
         raise UpstreamError("the LLM stream ended without [DONE]", retryable=True)
+
+    async def _drain(self, pieces: AsyncIterator[bytes], ctx: Context) -> None:
+        """Read what follows `[DONE]` — normally just the end of the chunked body, already on
+        its way — so the pooled connection goes back to the pool: a stream closed before its
+        end is a connection closed, and every answer paid for a new one (a TCP handshake,
+        and the client's objects left for the cycle collector). An upstream that keeps the
+        stream open after `[DONE]` costs at most `drain_s`, then only its connection."""
+        grace = ctx.child(self.config.drain_s)
+        try:
+            while True:
+                await grace.run(anext(pieces))
+        except (StopAsyncIteration, AgentError):
+            ctx.raise_if_done()  # the request's own cancellation or deadline still counts
+        finally:
+            grace.cancel("drained")

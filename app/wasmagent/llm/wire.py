@@ -76,15 +76,15 @@ class SseDecoder:
 
 
 def _line_end(buffer: str) -> tuple[int, int] | None:
-    """(end of line, start of next) for the first complete line; a lone CR at the end waits."""
-    for i, ch in enumerate(buffer):
-        if ch == "\n":
-            return i, i + 1
-        if ch == "\r":
-            if i + 1 == len(buffer):
-                return None
-            return (i, i + 2) if buffer[i + 1] == "\n" else (i, i + 1)
-    return None
+    """(end of line, start of next) for the first complete line; a lone CR at the end waits.
+    (`str.find`, not a loop over characters: this runs for every line of every answer.)"""
+    lf = buffer.find("\n")
+    cr = buffer.find("\r", 0, len(buffer) if lf == -1 else lf)
+    if cr == -1:
+        return None if lf == -1 else (lf, lf + 1)
+    if cr + 1 == len(buffer):
+        return None
+    return (cr, cr + 2) if buffer[cr + 1] == "\n" else (cr, cr + 1)
 
 
 def chunk_text(payload: str) -> str | None:

@@ -43,6 +43,7 @@ class ServerConfig:
     job_lease_s: float = 10.0
     """How long a durable job stays with a process that stopped renewing it (crashed) before
     another process (or this one, restarted) takes it over."""
+    loop: str = "auto"
 
     def check(self) -> None:
         """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..llm.chat import OpenAIChat
@@ -20,8 +19,6 @@ from ..service import Service
 from ..telemetry import Telemetry
 from .config import ServerConfig
 from .security import RateLimiter
-
-TERMINAL = ('{"v":1,"type":"done"', '{"v":1,"type":"error"')
 
 
 @dataclass(slots=True)
@@ -33,31 +30,20 @@ class ServerState:
     llm: OpenAIChat | None = None
     ready: bool = False
     ws_connections: int = 0
-    started: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    in_flight_requests: int = 0
 
-    def begin(self, request_id: str, kind: str, client: str) -> None:
-        self.started[request_id] = (kind, client, time.perf_counter())
-
-    def observe_event(self, event: str) -> None:
-        """Log the end of a request when its terminal event goes out."""
-        if not event.startswith(TERMINAL):
-            return
-        data = json.loads(event)
-        begun = self.started.pop(data.get("id") or "", None)
-        if begun is None:
-            return
-        kind, client, t0 = begun
-        outcome = "ok" if data["type"] == "done" else data.get("code", "error")
-        ms = (time.perf_counter() - t0) * 1000
+    def finished(self, request_id: str, kind: str, client: str, outcome: str, ms: float
+                 ) -> None:
+        """Count and log one request whose terminal event went out."""
         self.telemetry.count("responses", type=kind, outcome=outcome)
-        self.telemetry.log("request", request_id=data["id"], client=client, type=kind,
+        self.telemetry.log("request", request_id=request_id, client=client, type=kind,
                            outcome=outcome, ms=round(ms, 3))
 
     def metrics(self) -> str:
         """Prometheus text: the core's counters and stage histograms plus server gauges."""
         pipeline = self.service.pipeline
         gauges: dict[str, float] = {
-            "wasmagent_in_flight_requests": len(self.started),
+            "wasmagent_in_flight_requests": self.in_flight_requests,
             "wasmagent_in_flight_questions": pipeline.in_flight,
             "wasmagent_queue_depth": pipeline.pool.queued + len(pipeline.inbox),
             "wasmagent_websocket_connections": self.ws_connections,
