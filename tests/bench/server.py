@@ -239,16 +239,21 @@ def render(section: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"- Goal: p99 added ≤ 20 ms at 1,000 sessions: {met} (median {p99['median']:.1f} ms; "
-        f"each run: {each} ms).",
+        f"each run: {each} ms; a difference of percentiles is negative when the upstream-alone "
+        "run had the longer tail).",
     ]
     loads = ", ".join(f"{r['load_1min']:.2f}" for r in busy["runs"])
+    cores = (busy["server_cpu_ms_per_ask"]["median"] + busy["client_cpu_ms_per_ask"]["median"]
+             ) * busy["rate_per_s"] / 1000
     lines += [
         f"- Server CPU per answer (user + system): "
         f"{busy['server_cpu_ms_per_ask']['median']:.2f} ms; the load client's "
         f"{busy['client_cpu_ms_per_ask']['median']:.2f} ms, its event loop late by "
         f"{busy['client_lag_p99_ms']['median']:.1f} ms at p99 and at most "
         f"{busy['client_lag_max_ms']['max']:.1f} ms (the client's own stalls count as "
-        f"server-added latency). Machine load (1-minute average) before each run: {loads}.",
+        f"server-added latency). Machine load (1-minute average) before each run: {loads}. "
+        f"The server and the load client alone keep {cores:.2f} of the 2 cores busy at this "
+        "rate (the upstream more): other work on the machine lengthens the tail quickly.",
         "- The load client freezes its sockets out of its cycle collector after connecting "
         "them and keeps one timer per ask: before, its own full collections (~50 ms with "
         "1,000 sockets) landed in the server-added figures.",
