@@ -191,7 +191,6 @@ class Service:
     async def _follow(self, job_id: str, request_id: str, emit: Callable[[Event], None]
                       ) -> JobRecord:
         """Forward a job's progress as `progress` events; its final record, or its error."""
-        record = await self.workflows.get(job_id)
         async for record in self.workflows.watch(job_id):
             p = record.progress
             if p:

@@ -35,6 +35,8 @@ from wasmagent.retrieval.chunking import chunk_document
 from wasmagent.retrieval.extract import extract_sections
 from wasmagent.workflow import JobStatus, Run, Workflows
 
+from ..unit.test_workflow import Clock
+
 KBS = ("alpha", "beta")
 DOCS = [DocumentIn(f"doc{i}.md", f"# Doc {i}\n\n" + "\n\n".join(
     f"## Part {p}\n\n" + " ".join(f"Marker{i}x{p} sentence {s} about crate {i * 50 + p * 5 + s}."
@@ -87,22 +89,6 @@ class DyingStore:
                     await self.inner.commit(puts, deletes, expect)
                 raise Crash
         await self.inner.commit(puts, deletes, expect)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        # Retry backoffs (milliseconds here) pass; a lease heartbeat (seconds) waits for the
-        # test to move the clock, which it never does for a heartbeat: runs stay deterministic.
-        await asyncio.sleep(seconds if seconds < 0.1 else 3600)
 
 
 class Process:

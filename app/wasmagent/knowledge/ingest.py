@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..errors import AgentError, ErrorCode
 from ..ports import Store
 from ..protocol import DocumentIn
 from ..workflow import Tx
@@ -74,13 +75,26 @@ async def ingest(library: Library, name: str, documents: Sequence[DocumentIn], *
     return report
 
 
-def direct_step(store: Store) -> Step:
-    """Run steps without a journal: each one's writes are still one atomic commit."""
+def direct_step(store: Store, *, refused: Callable[[AgentError], None] | None = None,
+                saving: bool = True) -> Step:
+    """Run steps without a journal: each one's writes are still one atomic commit.
+
+    With `refused`, a commit the store refuses with `storage_failed` (a full quota) is
+    reported to it once, and from then on (or from the start, when not `saving`) steps only
+    apply their effects in memory."""
 
     async def step(name: str, fn: StepFn) -> Any:
+        nonlocal saving
         tx = Tx()
         result = await fn(tx)
-        await store.commit(tx.puts, tx.deletes, tx.expect)
+        if saving:
+            try:
+                await store.commit(tx.puts, tx.deletes, tx.expect)
+            except AgentError as exc:
+                if refused is None or exc.code is not ErrorCode.STORAGE:
+                    raise
+                saving = False
+                refused(exc)
         for after in tx.after:
             await after()
         return result

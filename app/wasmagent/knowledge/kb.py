@@ -202,17 +202,14 @@ class KnowledgeBase:
         kb.stored_meta = raw
         kb.dim = int(meta["dim"])
         for n in range(int(meta["segments"])):
-            seg = f"{n:06d}"
-            raw_chunks = json.loads(await _need(store, kb._key("seg", seg, "chunks")))
-            chunks = [Chunk(**c) for c in raw_chunks]
-            data = await store.get(kb._key("seg", seg, "vectors"))
+            chunks, rows = await kb._read_segment(store, n)
             kb.chunks.extend(chunks)
             for c in chunks:
                 kb.sources[c.source] = kb.sources.get(c.source, 0) + 1
-            if data is None:
+            if rows is None:
                 kb._has_vectors = False
             elif vectors is not None:
-                await vectors.add(kb.space, kb.dim, _from_le_bytes(data))
+                await vectors.add(kb.space, kb.dim, rows)
         kb._segments = int(meta["segments"])
         kb._has_vectors = kb._has_vectors and bool(meta.get("vectors", True))
         kb._lexical_segments = int(meta.get("lexical_segments", 0))

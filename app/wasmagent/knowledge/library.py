@@ -22,7 +22,7 @@ from ..retrieval.extract import Kind, detect_kind, extract_sections
 from ..runtime.batcher import Priority
 from ..runtime.context import Context
 from ..workflow import Tx
-from .ingest import EMBED_GROUP, IngestReport, Progress, StepFn, direct_step, ingest
+from .ingest import EMBED_GROUP, IngestReport, Progress, direct_step, ingest
 from .kb import KnowledgeBase
 
 __all__ = ["IngestReport", "Library"]
@@ -133,11 +133,8 @@ class Library:
                      ctx: Context | None = None, progress: Progress | None = None
                      ) -> IngestReport:
         """Add documents without a journal (CLI, benchmarks); the `ingest` job is durable."""
-        if ctx is not None:
-            return await ctx.run(ingest(self, name, documents, step=direct_step(self.store),
-                                        progress=progress))
-        return await ingest(self, name, documents, step=direct_step(self.store),
-                            progress=progress)
+        work = ingest(self, name, documents, step=direct_step(self.store), progress=progress)
+        return await (work if ctx is None else ctx.run(work))
 
     async def ingest_unsaved(self, name: str, documents: Sequence[DocumentIn], *,
                              progress: Progress | None = None) -> AgentError | None:
@@ -145,21 +142,11 @@ class Library:
         is kept in memory for this session. Returns the storage error, if there was one."""
         failure: list[AgentError] = []
 
-        async def step(label: str, fn: StepFn) -> Any:
-            tx = Tx()
-            result = await fn(tx)
-            if name not in self._unsaved:
-                try:
-                    await self.store.commit(tx.puts, tx.deletes, tx.expect)
-                except AgentError as exc:
-                    if exc.code is not ErrorCode.STORAGE:
-                        raise
-                    self._unsaved.add(name)
-                    failure.append(exc)
-            for after in tx.after:
-                await after()
-            return result
+        def refused(exc: AgentError) -> None:
+            self._unsaved.add(name)
+            failure.append(exc)
 
+        step = direct_step(self.store, refused=refused, saving=name not in self._unsaved)
         await ingest(self, name, documents, step=step, progress=progress)
         return failure[0] if failure else None
 
@@ -213,13 +200,13 @@ class Library:
         """The last ingestion step: save the BM25 index once, not per batch."""
         kb = await self.fresh(name, now=True)
         meta = None if kb is None else kb.stage_lexical(tx)
-        if kb is not None and meta is not None:
-            saved = kb
+        if kb is None or meta is None:
+            return
 
-            async def apply() -> None:
-                saved.apply_lexical(meta)
+        async def apply() -> None:
+            kb.apply_lexical(meta)
 
-            tx.on_commit(apply)
+        tx.on_commit(apply)
 
     def _chunks(self, doc: DocumentIn) -> tuple[list[Chunk], str | None]:
         """A document's chunks (kept for the next step: a long one spans several)."""

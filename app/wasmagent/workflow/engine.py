@@ -214,6 +214,8 @@ class Workflows:
     async def _prune(self) -> None:
         """Forget the oldest finished jobs beyond `keep_finished` (ids sort by start time)."""
         metas = [k for k in await self.store.keys(JOB_PREFIX) if k.endswith("/meta")]
+        if len(metas) <= self.keep_finished:
+            return  # nothing to forget: spare reading every job's meta at each finish
         finished = []
         for key in metas:
             raw = await self.store.get(key)
