@@ -24,6 +24,8 @@ XSS_DOC = b"""<html><head><title>Payloads</title></head><body>
 </body></html>"""
 
 
+SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "screenshots"
+
 def _ask(page: Page, text: str) -> None:
     page.get_by_role("textbox", name="Ask").fill(text)
     page.get_by_role("button", name="Send").click()
@@ -313,7 +315,13 @@ def test_a_full_storage_is_explained_and_answers_keep_coming(browser: Browser, a
         expect(page.locator("#kb-message")).to_contain_text("Storage is full", timeout=30_000)
         expect(page.get_by_role("alert")).to_contain_text("storage is full or unavailable")
         _ask(page, "when is the lighthouse cat fed?")
-        expect(page.locator(".msg.agent").last).to_contain_text("noon sharp", timeout=20_000)
+        reply = page.locator(".msg.agent").last
+        expect(reply).to_contain_text("noon sharp", timeout=20_000)
+        # the answer could not be saved either: it stays on screen, and says so
+        expect(reply.locator(".note")).to_contain_text("not saved", timeout=10_000)
+        expect(reply.locator(".sources a").first).to_be_visible()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "storage-full-answer-not-saved-desktop.png"))
     finally:
         booted.context.close()
 
