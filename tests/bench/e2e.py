@@ -41,8 +41,14 @@ def _pct(values: list[float], p: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * p))], 1)
 
 
+def kb_cache(quick: bool) -> Path:
+    """The Python docs knowledge base, built once per mode: a quick run's 120-page one must
+    never stand in for the whole corpus in a full run (its figures would be for a tenth of it)."""
+    return CACHE / ("pydocs-quick.sqlite" if quick else "pydocs.sqlite")
+
+
 async def native_side(quick: bool) -> dict[str, Any]:
-    db = CACHE / "pydocs.sqlite"
+    db = kb_cache(quick)
     CACHE.mkdir(parents=True, exist_ok=True)
     if not db.exists():
         await quality.build_native_kb(db, limit=120 if quick else None)
@@ -162,9 +168,9 @@ INGEST_JS = """async (docs) => {
 }"""
 
 
-def browser_side(browser: Any) -> dict[str, Any]:
+def browser_side(browser: Any, quick: bool) -> dict[str, Any]:
     site = bench_site()
-    _dump(CACHE / "pydocs.sqlite", site / "pydocs.kv")
+    _dump(kb_cache(quick), site / "pydocs.kv")
     docs = [{"source": str(p.relative_to(quality.CORPUS)), "text": p.read_text(errors="replace"),
              "kind": "html"}
             for p in sorted((quality.CORPUS / "tutorial").glob("*.html"))
@@ -194,7 +200,7 @@ def run(ctx: Any) -> dict[str, Any]:
     with ThreadPoolExecutor(1) as pool:
         native = pool.submit(asyncio.run, native_side(ctx.quick)).result()
     started = time.perf_counter()
-    browser = browser_side(ctx.browser)
+    browser = browser_side(ctx.browser, ctx.quick)
     browser["seconds"] = round(time.perf_counter() - started, 1)
     return {"native": native, "browser": browser}
 

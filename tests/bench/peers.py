@@ -21,8 +21,9 @@ from typing import Any
 import quality
 from boot import bench_site, serving, summary
 
+import e2e
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".build" / "bench"
 
 THROUGHPUT_JS = """async ([fn, texts]) => {
     const t0 = performance.now();
@@ -37,9 +38,10 @@ LATENCY_JS = """async ([fn, questions]) => {
 FNS = {"wasmagent": "(t) => window.wasmagentClient.embed(t)", "transformers_js": "(t) => window.tjsEmbed(t)"}
 
 
-def chunk_texts(n: int) -> list[str]:
-    """`n` real chunks spread over the Python docs knowledge base (built by the e2e section)."""
-    con = sqlite3.connect(CACHE / "pydocs.sqlite")
+def chunk_texts(n: int, quick: bool) -> list[str]:
+    """`n` real chunks spread over the Python docs knowledge base (built by the e2e section,
+    which runs first)."""
+    con = sqlite3.connect(e2e.kb_cache(quick))
     texts: list[str] = []
     for (value,) in con.execute("SELECT value FROM kv WHERE key LIKE 'kb/pydocs/seg/%/chunks'"):
         for chunk in json.loads(value):
@@ -56,7 +58,7 @@ def _call(page: Any, js: str, name: str, data: list[str]) -> Any:
 
 def run(ctx: Any) -> dict[str, Any]:
     site = bench_site()
-    texts = chunk_texts(1000 if not ctx.quick else 300)
+    texts = chunk_texts(1000 if not ctx.quick else 300, ctx.quick)
     questions = [q["q"] for q in quality.questions()]
     rounds = ctx.repeats(3, 1)
     rates: dict[str, list[float]] = {"wasmagent": [], "transformers_js": []}
