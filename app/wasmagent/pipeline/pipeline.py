@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import AgentError, ErrorCode
 from ..ports import Clock, LoopClock, Store
 from ..protocol import Answer, Ask, Citation, Delta, Event
-from ..runtime.channels import Channel, ChannelClosed
+from ..runtime.channels import Channel, ChannelClosed, ChannelEmpty
 from ..runtime.context import Context
 from ..runtime.pool import WorkerPool
 from .jobs import Job, Reply, Route
@@ -202,27 +202,41 @@ class Pipeline:
                 "at": self._clock.wall(), "conversation": job.request.conversation}
 
     async def _persist_stage(self) -> None:
+        """Group commit: every record waiting when the store is free goes in one commit, so
+        under load each answer does not pay for its own trip to the store (and its thread)."""
         with contextlib.suppress(ChannelClosed):
-            async for record, saved in self.persist:
-                try:
-                    await self._save(record)
-                except AgentError as exc:
-                    self.persist_failures += 1
-                    log.warning("history not saved for %s: %s", record["id"], exc.message)
-                    error = AgentError(exc.code, f"the answer was not saved: {exc.message}")
-                    if not saved.done():
-                        saved.set_exception(error)
-                else:
-                    if not saved.done():
-                        saved.set_result(None)
+            async for first in self.persist:
+                batch = [first]
+                with contextlib.suppress(ChannelEmpty, ChannelClosed):
+                    while len(batch) < MAX_GROUP_COMMIT:
+                        batch.append(self.persist.try_recv())
+                await self._save(batch)
 
-    async def _save(self, record: dict[str, Any]) -> None:
+    async def _save(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         assert self._store is not None
-        key = history_key(record["at"], record["id"])
-        puts = {key: json.dumps(record).encode()}
-        if record.get("conversation"):
-            puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
-        await self._store.commit(puts)
+        puts = {}
+        for record, _ in batch:
+            key = history_key(record["at"], record["id"])
+            puts[key] = json.dumps(record).encode()
+            if record.get("conversation"):
+                puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
+        try:
+            await self._store.commit(puts)
+        except AgentError as exc:
+            self.persist_failures += len(batch)
+            log.warning("history not saved for %s: %s", ", ".join(r["id"] for r, _ in batch),
+                        exc.message)
+            for _, saved in batch:
+                if not saved.done():
+                    saved.set_exception(AgentError(
+                        exc.code, f"the answer was not saved: {exc.message}"))
+            return
+        for _, saved in batch:
+            if not saved.done():
+                saved.set_result(None)
+
+
+MAX_GROUP_COMMIT = 256
 
 
 def history_key(at: float, request_id: str) -> str:
