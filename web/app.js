@@ -243,6 +243,12 @@ $("clear-all").addEventListener("click", async () => {
 async function refreshDiagnostics() {
   if (!$("diagnostics").open) return;
   const status = await client.status();
+  // The watchdog's verdict: a stage with work waiting and no progress is named here.
+  const stalled = status.health?.stalled ?? [];
+  $("health").textContent = stalled.length
+    ? `Stuck: ${stalled.map((s) => `${s.stage} (${s.backlog} waiting for ${Math.round(s.stalled_for_s)} s)`).join(", ")}`
+    : "Every stage is making progress.";
+  $("health").classList.toggle("problem", stalled.length > 0);
   const rows = Object.entries(status.metrics.stages).map(([stage, s]) =>
     el("tr", {}, el("td", { textContent: stage }), el("td", { textContent: s.count }), el("td", { textContent: s.p50_ms.toFixed(1) }), el("td", { textContent: s.p95_ms.toFixed(1) })));
   $("stages").tBodies[0].replaceChildren(...rows);

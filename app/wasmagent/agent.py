@@ -97,6 +97,10 @@ class Agent:
         for rid, running in list(self._tasks.items()):
             if running is task:
                 del self._tasks[rid]
+                if task.cancelled():
+                    # Cancelled before it ever ran, so `_run` sent nothing: the request still
+                    # gets its one terminal event.
+                    self._send(Error(rid, ErrorCode.CANCELLED.value, "the request was cancelled"))
 
     def cancel_all(self) -> None:
         """Cancel every running request (the client went away)."""

@@ -47,6 +47,7 @@ from .protocol import (
     ToolsLoad,
 )
 from .runtime.context import Context
+from .runtime.watchdog import Stall, Watchdog
 from .telemetry import Telemetry
 from .text.tokenizer import WordPieceTokenizer
 from .tools import default_tools, parse_tool_request
@@ -54,6 +55,10 @@ from .tools.owner import SiteTools, ToolCall
 from .workflow import JobRecord, JobStatus, Run, Workflows
 
 DEFAULT_KB = "default"
+WATCH_EVERY_S = 2.0
+STALL_GRACE_S = 10.0
+"""A stage is stuck once it has had work and no progress for the request deadline plus this:
+no single request may legitimately hold it longer."""
 INTENT_LABELS = ("question", "tool", "smalltalk", "out_of_scope")
 
 
@@ -63,7 +68,8 @@ class Service:
     def __init__(self, host: Host, sink: Sink, *, intent_labels: tuple[str, ...] | None = None,
                  telemetry: Telemetry | None = None, llm: Llm | None = None,
                  pool_size: int = 8, max_in_flight: int = 1024,
-                 timeout_s: float = 30.0, job_lease_s: float = 10.0) -> None:
+                 timeout_s: float = 30.0, job_lease_s: float = 10.0,
+                 stall_after_s: float | None = None) -> None:
         self.host = host
         # Without a durable store, jobs and knowledge still work for the life of the process.
         self.store: Store = host.store if host.store is not None else MemoryStore()
@@ -92,6 +98,14 @@ class Service:
         self.pipeline = Pipeline(router, workers, store=host.store, clock=host.clock,
                                  observe=self._observe, pool_size=pool_size,
                                  max_in_flight=max_in_flight, timeout_s=timeout_s)
+        self.watchdog = Watchdog(host.clock, on_change=self._on_stall,
+                                 stall_after_s=stall_after_s or timeout_s + STALL_GRACE_S)
+        self.pipeline.watch(self.watchdog)
+        if self.embedder is not None:
+            batcher = self.embedder.batcher
+            self.watchdog.watch("embed", backlog=lambda: batcher.pending + batcher.running,
+                                progress=lambda: batcher.finished_batches)
+        self._watching: asyncio.Task[None] | None = None
         self.agent = self.connect(sink)
 
     def connect(self, sink: Sink, admit: Admit | None = None) -> Agent:
@@ -117,9 +131,14 @@ class Service:
         another process or tab that held one may have died)."""
         self.pipeline.start()
         self.workflows.scan_every(self.workflows.lease_s)
+        self._watching = asyncio.get_running_loop().create_task(
+            self.watchdog.run(WATCH_EVERY_S), name="watchdog")
         return self.agent
 
     async def aclose(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
         await self.workflows.aclose()
         await self.pipeline.aclose()
         await self.library.aclose()
@@ -129,10 +148,23 @@ class Service:
     def _observe(self, stage: str, ms: float, request_id: str) -> None:
         self.telemetry.observe(stage, ms, request_id=request_id)
 
+    def _on_stall(self, stall: Stall, stalled: bool) -> None:
+        if stalled:
+            self.telemetry.count("stage_stalls", stage=stall.stage)
+            self.telemetry.log("stage_stalled", level="error", **stall.to_dict())
+        else:
+            self.telemetry.log("stage_recovered", stage=stall.stage, backlog=stall.backlog)
+
+    def health(self) -> dict[str, Any]:
+        """`ok` unless a stage is stuck with work waiting; the stuck stages, named."""
+        stalls = self.watchdog.check()
+        return {"ok": not stalls, "stalled": [stall.to_dict() for stall in stalls]}
+
     def status_extra(self) -> dict[str, Any]:
         batcher = self.embedder.batcher if self.embedder else None
         return {
             "model": self.embedder is not None,
+            "health": self.health(),
             "pipeline": {"in_flight": self.pipeline.in_flight,
                          "pool_in_flight": self.pipeline.pool.in_flight,
                          "pool_queued": self.pipeline.pool.queued,

@@ -14,7 +14,7 @@ from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.runtime import Context, WorkerPool
 
 
-async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> None:
+async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + within
     while extra := asyncio.all_tasks() - before:

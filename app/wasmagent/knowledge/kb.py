@@ -14,11 +14,18 @@ a segment; it catches up (`catch_up` loads the segments it has not seen) and tri
 In-memory state changes only after the commit (`apply_*`), under `sync`, so a catch-up and an
 own commit never add the same segment twice. The BM25 index is large, so it is saved once per
 ingestion (`stage_lexical`), not per segment; loading re-indexes the few segments after it.
+
+Cancellation (a caller leaving, a deadline) may arrive at any await, and must never leave the
+in-memory indexes inconsistent for the requests that come after: adding a segment's chunks, its
+vector rows and the segment count is one uninterruptible step (`add`), and each loaded instance
+has its own vector space, dropped again if its load does not finish, so rows of a half-done load
+can never shift another instance's row numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from array import array
@@ -31,8 +38,10 @@ from ..ports import Store, VectorSearch
 from ..retrieval.chunking import Chunk, ChunkDeduper
 from ..retrieval.fusion import fuse
 from ..retrieval.lexical import BM25Index
+from ..runtime.context import uninterruptible
 
 FORMAT = 1
+_instances = itertools.count()
 
 
 class Staging(Protocol):
@@ -70,18 +79,25 @@ class KnowledgeBase:
         """The meta bytes as last read from or committed to the store (None: never saved)."""
         self.sync = asyncio.Lock()
         self._dedup: set[str] | None = None
-
-    @property
-    def space(self) -> str:
-        return f"kb:{self.name}"
+        self.space = f"kb:{name}#{next(_instances)}"
+        """This instance's space in the `VectorSearch` port (row i is chunk i)."""
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    async def add(self, chunks: Sequence[Chunk], vectors: array | None) -> None:  # type: ignore[type-arg]
-        """Add chunks (and their vectors, row i for chunk i) to the in-memory indexes."""
+    async def add(self, chunks: Sequence[Chunk], vectors: array | None, *,  # type: ignore[type-arg]
+                  segments: int | None = None) -> None:
+        """Add chunks (and their vectors, row i for chunk i) to the in-memory indexes and, with
+        `segments`, record that this many segments are now in memory. Uninterruptible: a caller
+        cancelled meanwhile gets its `CancelledError` once the step is complete."""
         if vectors is not None and len(vectors) != len(chunks) * self.dim:
             raise AgentError(ErrorCode.INTERNAL, "one vector per chunk is required")
+        await uninterruptible(self._add(chunks, vectors, segments))
+
+    async def _add(self, chunks: Sequence[Chunk], vectors: array | None,  # type: ignore[type-arg]
+                   segments: int | None) -> None:
+        if vectors is not None and self._vectors is not None and chunks:
+            await self._vectors.add(self.space, self.dim, vectors)
         base = len(self.chunks)
         for offset, chunk in enumerate(chunks):
             self.lexical.add(base + offset, chunk.search_text)
@@ -91,8 +107,8 @@ class KnowledgeBase:
         self.chunks.extend(chunks)
         if vectors is None:
             self._has_vectors = False
-        elif self._vectors is not None and chunks:
-            await self._vectors.add(self.space, self.dim, vectors)
+        if segments is not None:
+            self._segments = segments
 
     async def search(self, query: str, embedding: array | None, k: int = 5  # type: ignore[type-arg]
                      ) -> list[Hit]:
@@ -140,8 +156,7 @@ class KnowledgeBase:
         async with self.sync:
             if int(json.loads(meta)["segments"]) <= self._segments:
                 return
-            await self.add(chunks, vectors)
-            self._segments += 1
+            await self.add(chunks, vectors, segments=self._segments + 1)
             self.stored_meta = meta
 
     def stage_lexical(self, tx: Staging) -> bytes | None:
@@ -177,8 +192,7 @@ class KnowledgeBase:
                 return False
             for n in range(self._segments, int(meta["segments"])):
                 chunks, vectors = await self._read_segment(store, n)
-                await self.add(chunks, vectors)
-            self._segments = int(meta["segments"])
+                await self.add(chunks, vectors, segments=n + 1)
             self._lexical_segments = int(meta.get("lexical_segments", 0))
             self.stored_meta = raw
         return True
@@ -193,8 +207,18 @@ class KnowledgeBase:
     @classmethod
     async def load(cls, store: Store, name: str, vectors: VectorSearch | None
                    ) -> KnowledgeBase | None:
-        """The saved knowledge base `name`, or None if there is none."""
+        """The saved knowledge base `name`, or None if there is none. A load that fails or is
+        cancelled leaves nothing behind in `vectors`."""
         kb = cls(name, vectors)
+        try:
+            return await kb._load(store)
+        except BaseException:
+            if vectors is not None:
+                await vectors.drop(kb.space)
+            raise
+
+    async def _load(self, store: Store) -> KnowledgeBase | None:
+        kb, vectors = self, self._vectors
         raw = await store.get(kb._key("meta"))
         if raw is None:
             return None

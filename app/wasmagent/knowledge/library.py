@@ -81,9 +81,9 @@ class Library:
             return await self._reload(name, kb)
 
     async def _reload(self, name: str, stale: KnowledgeBase | None) -> KnowledgeBase | None:
+        self._open.pop(name, None)
         if stale is not None and self.vectors is not None:
             await self.vectors.drop(stale.space)
-        self._open.pop(name, None)
         kb = await KnowledgeBase.load(self.store, name, self.vectors)
         if kb is not None:
             self._open[name] = kb

@@ -15,6 +15,9 @@
   request's `storage_failed` error after its answer — shown to the user, never silent.
 - A turn of a conversation is saved with an index entry `conv/<conversation>/<at>/<id>` in
   the same commit, so `conversation_turns` finds it from any process sharing the store.
+- Each stage counts the work it *finishes* (a result or the job's own error; not a job that
+  left because it was cancelled or ran out of time) and exposes its backlog, so a `Watchdog`
+  can tell a stuck stage from a slow request (`watch`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..protocol import Answer, Ask, Citation, Delta, Event
 from ..runtime.channels import Channel, ChannelClosed, ChannelEmpty
 from ..runtime.context import Context
 from ..runtime.pool import WorkerPool
+from ..runtime.watchdog import Watchdog
 from .jobs import Job, Reply, Route
 from .router import Router
 
@@ -79,12 +83,31 @@ class Pipeline:
         self._jobs: set[asyncio.Task[None]] = set()
         self.in_flight = 0
         self.persist_failures = 0
+        self.finished = dict.fromkeys(STAGES, 0)
+        """Per stage: jobs (or, for `persist`, commits) it finished, with a result or an error
+        of their own; the watchdog's measure of progress."""
+        self._routing = 0
+        self._saving = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         stages = [self._route_stage() for _ in range(self._routers)]
         stages += [self._dispatch_stage(), self._aggregate_stage(), self._persist_stage()]
         self._tasks = [loop.create_task(s) for s in stages]
+
+    def watch(self, watchdog: Watchdog) -> None:
+        """Let `watchdog` see each stage's backlog and progress."""
+        backlogs: dict[str, Callable[[], int]] = {
+            "route": lambda: len(self.inbox) + self._routing,
+            "work": lambda: len(self.work) + self.pool.queued + self.pool.in_flight,
+            "aggregate": lambda: len(self.out),
+            "persist": lambda: len(self.persist) + self._saving,
+        }
+        for stage in STAGES:
+            watchdog.watch(stage, backlog=backlogs[stage], progress=self._progress_of(stage))
+
+    def _progress_of(self, stage: str) -> Callable[[], int]:
+        return lambda: self.finished[stage]
 
     async def aclose(self) -> None:
         for channel in (self.inbox, self.work, self.out, self.persist):
@@ -125,13 +148,17 @@ class Pipeline:
             await job.ctx.run(aw)
         except AgentError as exc:
             job.fail(exc)
+            if exc.code not in LEFT:
+                self.finished[stage] += 1
             return False
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("stage %s failed for %s", stage, job.request.id)
             job.fail(AgentError(ErrorCode.INTERNAL, f"internal error in {stage}: {exc}"))
+            self.finished[stage] += 1
             return False
+        self.finished[stage] += 1
         ms = (self._clock.monotonic() - start) * 1000
         job.timings[stage] = round(ms, 3)
         self._observe(stage, ms, job.request.id)
@@ -148,7 +175,12 @@ class Pipeline:
             async for job in self.inbox:
                 if job.finished.done():
                     continue
-                if await self._step(job, "route", self._router.route(job)):
+                self._routing += 1
+                try:
+                    routed = await self._step(job, "route", self._router.route(job))
+                finally:
+                    self._routing -= 1
+                if routed:
                     await self._forward(self.work, job)
 
     async def _dispatch_stage(self) -> None:
@@ -177,6 +209,7 @@ class Pipeline:
                 if job.finished.done() or job.reply is None:
                     continue
                 record = self._stream(job, job.reply)
+                self.finished["aggregate"] += 1
                 if self._store is not None:
                     job.saved = asyncio.get_running_loop().create_future()
                     job.finish()
@@ -210,7 +243,12 @@ class Pipeline:
                 with contextlib.suppress(ChannelEmpty, ChannelClosed):
                     while len(batch) < MAX_GROUP_COMMIT:
                         batch.append(self.persist.try_recv())
-                await self._save(batch)
+                self._saving = len(batch)
+                try:
+                    await self._save(batch)
+                finally:
+                    self._saving = 0
+                self.finished["persist"] += 1
 
     async def _save(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         assert self._store is not None
@@ -237,6 +275,9 @@ class Pipeline:
 
 
 MAX_GROUP_COMMIT = 256
+STAGES = ("route", "work", "aggregate", "persist")
+LEFT = (ErrorCode.CANCELLED, ErrorCode.DEADLINE)
+"""Codes of jobs that left a stage rather than being finished by it."""
 
 
 def history_key(at: float, request_id: str) -> str:

@@ -128,7 +128,6 @@ class MicroBatcher(Generic[T, R]):
         self._clock: Clock = clock or LoopClock()
         # One dict per priority (index = Priority value): bucket -> waiting items, oldest first.
         self._queues: tuple[dict[int, deque[_Item[T, R]]], ...] = ({}, {})
-        self._pending = 0
         self._running: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
@@ -140,9 +139,12 @@ class MicroBatcher(Generic[T, R]):
         """Items handed to `run_batch`."""
         self.failed_batches = 0
         """Batches whose `run_batch` raised or returned a wrong-length list."""
+        self.finished_batches = 0
+        """Batches that ended with results or with their own error (not cancelled): the
+        measure of progress a watchdog reads."""
 
     def __repr__(self) -> str:
-        return f"<MicroBatcher {self.name} {self._pending} pending, {self.running} running>"
+        return f"<MicroBatcher {self.name} {self.pending} pending, {self.running} running>"
 
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -153,8 +155,9 @@ class MicroBatcher(Generic[T, R]):
 
     @property
     def pending(self) -> int:
-        """Items waiting to be dispatched."""
-        return self._pending
+        """Items waiting to be dispatched (counted, not tracked: a count kept beside the queues
+        could drift from them, and the dispatcher's loop trusts it)."""
+        return sum(len(queue) for queues in self._queues for queue in queues.values())
 
     @property
     def running(self) -> int:
@@ -200,7 +203,6 @@ class MicroBatcher(Generic[T, R]):
     def _enqueue(self, entry: _Item[T, R]) -> None:
         queue = self._queues[entry.priority].setdefault(entry.bucket, deque())
         queue.append(entry)
-        self._pending += 1
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name=f"{self.name}-dispatch"
@@ -216,7 +218,6 @@ class MicroBatcher(Generic[T, R]):
             queue = queues.get(entry.bucket)
             if queue is not None and entry in queue:
                 queue.remove(entry)
-                self._pending -= 1
                 if not queue:
                     del queues[entry.bucket]
             return
@@ -227,16 +228,24 @@ class MicroBatcher(Generic[T, R]):
     # -- dispatching -------------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Start batches while items wait; exit as soon as none does."""
+        """Start batches while items wait; exit as soon as none does.
+
+        Every wait here has something scheduled to end it: a running batch (its done callback
+        wakes us) or a timer for the oldest item's coalescing window. `_take` may pop only
+        items whose callers already left and so start nothing; then nothing is due, and the
+        loop re-checks what is still waiting instead of sleeping with nobody to wake it (that
+        sleep once wedged every later request: `_enqueue` wakes a running dispatcher only when
+        a bucket fills).
+        """
         try:
-            while self._pending:
+            while self.pending:
                 if len(self._running) >= self._concurrency:
-                    await self._sleep(None)
+                    await self._sleep(None)  # `_batch_done` wakes us
                     continue
                 batch, delay = self._take()
                 if batch is not None:
                     self._launch(batch)
-                else:
+                elif delay is not None:
                     await self._sleep(delay)
         finally:
             self._dispatcher = None
@@ -277,7 +286,6 @@ class MicroBatcher(Generic[T, R]):
         items: list[_Item[T, R]] = []
         while queue and len(items) < self._max_batch:
             entry = queue.popleft()
-            self._pending -= 1
             if not entry.future.done():
                 items.append(entry)
         if not queue:
@@ -311,7 +319,7 @@ class MicroBatcher(Generic[T, R]):
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        if self._pending and self._dispatcher is None:
+        if self.pending and self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name=f"{self.name}-dispatch"
             )
@@ -324,9 +332,11 @@ class MicroBatcher(Generic[T, R]):
             self._settle(batch, AgentError(ErrorCode.CANCELLED, _CLOSED))
             raise
         except Exception as exc:
+            self.finished_batches += 1
             self.failed_batches += 1
             self._settle(batch, _as_agent_error(exc))
             return
+        self.finished_batches += 1
         if not isinstance(results, list) or len(results) != len(batch.items):
             self.failed_batches += 1
             got = len(results) if isinstance(results, list) else type(results).__name__
@@ -369,7 +379,6 @@ class MicroBatcher(Generic[T, R]):
                     if not entry.future.done():
                         entry.future.set_exception(AgentError(ErrorCode.CANCELLED, _CLOSED))
             queues.clear()
-        self._pending = 0
         self._wake_dispatcher()
 
 

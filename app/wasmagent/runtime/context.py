@@ -291,6 +291,26 @@ class Context:
                 await aclose()
 
 
+async def uninterruptible(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even if the caller is cancelled meanwhile, then deliver the
+    cancellation: for short steps that must never stop half-way (state updated across an
+    await). `aw` runs as its own task; a cancellation that arrived while it ran is raised as
+    `CancelledError` once it is done (its result is dropped; an error of its own wins)."""
+    task = asyncio.ensure_future(aw)
+    interrupted = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise  # `aw` itself was cancelled (the loop is closing)
+            interrupted = True
+            continue
+        if interrupted:
+            raise asyncio.CancelledError
+        return result
+
+
 class _Binding:
     """The link between one `Context.run` call and the task it runs in."""
 

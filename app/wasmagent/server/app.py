@@ -1,7 +1,7 @@
 """The optional agent server: the same core on CPython behind FastAPI.
 
-Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded, and the store's
-kind: "sqlite" or "postgresql"), `GET /metrics`
+Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded, no pipeline stage
+stuck — see `runtime/watchdog.py` — and the store's kind: "sqlite" or "postgresql"), `GET /metrics`
 (Prometheus), `GET /v1/protocol.schema.json` (the wire schema), `POST /v1/ask` (one answer as
 Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
 `/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
@@ -168,8 +168,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: model and store loaded",
-             responses={503: {"description": "still starting"}})
+    @app.get("/readyz", summary="Readiness: model and store loaded, no stage stuck",
+             responses={503: {"description": "still starting, or a stage is stuck (named in "
+                                             "`stalled`)"}})
     async def readyz() -> JSONResponse:
         body = _readiness(holder.get("state"))
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
@@ -222,12 +223,15 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 
 
 def _readiness(st: ServerState | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"ready": bool(st and st.ready)}
-    if st is not None:
-        body |= {"model": st.service.embedder is not None,
-                 "store": (st.service.host.info or {}).get("storage"),
-                 "llm": None if st.llm is None else st.llm.breaker.state}
-    return body
+    """Ready once started, and only while no pipeline stage is stuck with work waiting: a
+    load balancer then drains this process instead of sending users into a black hole."""
+    if st is None:
+        return {"ready": False}
+    health = st.service.health()
+    return {"ready": st.ready and health["ok"], "model": st.service.embedder is not None,
+            "store": (st.service.host.info or {}).get("storage"),
+            "llm": None if st.llm is None else st.llm.breaker.state,
+            "stalled": health["stalled"]}
 
 
 async def serve(config: ServerConfig) -> None:

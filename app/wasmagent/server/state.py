@@ -8,6 +8,7 @@ hashed, the LLM key lives in the upstream client, and telemetry redacts secret-n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -48,6 +49,10 @@ class ServerState:
             "wasmagent_queue_depth": pipeline.pool.queued + len(pipeline.inbox),
             "wasmagent_websocket_connections": self.ws_connections,
             "wasmagent_ready": int(self.ready),
+            "wasmagent_stalled_stages": len(self.service.watchdog.check()),
+            # every task of the event loop (sessions, writers, requests, batcher): a count
+            # that does not return to its idle level after clients leave is a leak
+            "wasmagent_asyncio_tasks": len(asyncio.all_tasks()),
         }
         if self.llm is not None:
             gauges["wasmagent_upstream_breaker_open"] = int(self.llm.breaker.state == "open")
