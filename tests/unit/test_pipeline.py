@@ -213,6 +213,30 @@ async def test_a_failing_store_never_breaks_an_answer_and_says_it_was_not_saved(
     await pipeline.aclose()
 
 
+async def test_a_store_that_crashes_does_not_take_the_persistence_stage_down() -> None:
+    class Crashing(MemoryStore):
+        crashes = 1
+
+        async def commit(self, puts: Any, deletes: Any = (), expect: Any = None) -> None:
+            if self.crashes:
+                self.crashes -= 1
+                raise RuntimeError("disk driver bug")
+            await super().commit(puts, deletes, expect)
+
+    store = Crashing()
+    agent, pipeline, events = _setup(store)
+    _ask(agent, "q1", "a question")
+    await agent.drain()
+    assert _of(events, "q1")[-2]["type"] == "answer"
+    assert _of(events, "q1")[-1]["code"] == "storage_failed"
+    assert "disk driver bug" in _of(events, "q1")[-1]["message"]
+    _ask(agent, "q2", "another question")  # answered and saved: the stage is alive
+    await agent.drain()
+    assert _of(events, "q2")[-1]["type"] == "done"
+    assert len(await store.keys("history/")) == 1
+    await pipeline.aclose()
+
+
 async def test_done_means_the_turn_is_saved_and_conversations_are_indexed() -> None:
     store = MemoryStore()
     agent, pipeline, events = _setup(store)

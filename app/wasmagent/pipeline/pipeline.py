@@ -208,8 +208,14 @@ class Pipeline:
             async for job in self.out:
                 if job.finished.done() or job.reply is None:
                     continue
-                record = self._stream(job, job.reply)
-                self.finished["aggregate"] += 1
+                try:
+                    record = self._stream(job, job.reply)
+                except Exception as exc:  # a bug in one reply must not end the stage
+                    log.exception("stage aggregate failed for %s", job.request.id)
+                    job.fail(AgentError(ErrorCode.INTERNAL, f"internal error in aggregate: {exc}"))
+                    continue
+                finally:
+                    self.finished["aggregate"] += 1
                 if self._store is not None:
                     job.saved = asyncio.get_running_loop().create_future()
                     job.finish()
@@ -252,22 +258,20 @@ class Pipeline:
 
     async def _save(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         assert self._store is not None
-        puts = {}
-        for record, _ in batch:
-            key = history_key(record["at"], record["id"])
-            puts[key] = json.dumps(record).encode()
-            if record.get("conversation"):
-                puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
         try:
-            await self._store.commit(puts)
-        except AgentError as exc:
+            await self._store.commit(_history_puts([record for record, _ in batch]))
+        except Exception as exc:
+            # Any failure, not only the store's own `AgentError`: the stage must outlive it, or
+            # every later answer would wait for a save that never comes.
+            err = exc if isinstance(exc, AgentError) else AgentError(
+                ErrorCode.STORAGE, f"{type(exc).__name__}: {exc}")
             self.persist_failures += len(batch)
             log.warning("history not saved for %s: %s", ", ".join(r["id"] for r, _ in batch),
-                        exc.message)
+                        err.message)
             for _, saved in batch:
                 if not saved.done():
                     saved.set_exception(AgentError(
-                        exc.code, f"the answer was not saved: {exc.message}"))
+                        err.code, f"the answer was not saved: {err.message}"))
             return
         for _, saved in batch:
             if not saved.done():
@@ -278,6 +282,16 @@ MAX_GROUP_COMMIT = 256
 STAGES = ("route", "work", "aggregate", "persist")
 LEFT = (ErrorCode.CANCELLED, ErrorCode.DEADLINE)
 """Codes of jobs that left a stage rather than being finished by it."""
+
+
+def _history_puts(records: list[dict[str, Any]]) -> dict[str, bytes]:
+    puts = {}
+    for record in records:
+        key = history_key(record["at"], record["id"])
+        puts[key] = json.dumps(record).encode()
+        if record.get("conversation"):
+            puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
+    return puts
 
 
 def history_key(at: float, request_id: str) -> str:
