@@ -22,6 +22,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from wasmagent.server.app import _readiness
 from wasmagent.server.config import ServerConfig
 from wasmagent.server.security import RateLimiter
 from wasmagent.server.sessions import serve_websocket
@@ -30,6 +31,7 @@ from wasmagent.server.state import ServerState
 from ..support.processes import Server
 from ..unit.test_cancellation import FRESH, Rig, _shape, seeded, settle
 from ..unit.test_cancellation import QUESTION as FERRY
+from ..unit.test_watchdog import Clock
 from .conftest import QUESTION, RECV_TIMEOUT_S, ws_client
 
 SCOPE = {"type": "websocket", "path": "/v1/ws", "headers": [], "subprotocols": ["wasmagent.v1"],
@@ -167,3 +169,28 @@ async def test_clients_hanging_up_mid_burst_never_stall_the_next_client(server: 
     ready = server.readyz()
     assert ready["ready"] is True, ready
     assert ready["stalled"] == []
+
+
+async def test_a_stuck_stage_makes_the_server_unready_named_and_counted() -> None:
+    clock = Clock()
+    rig = Rig(await seeded(), clock)
+    state = _state(rig)
+    assert _readiness(state)["ready"] is True
+    rig.model.gate = asyncio.Event()  # the model runtime stops answering
+    sock = Socket(state)
+    sock.say({"v": 1, "type": "ask", "id": "stuck", "text": FERRY})
+    await settle(lambda: rig.counts()["model run"] > 0, "the question reaches the model")
+    assert _readiness(state)["ready"] is True  # a check sees the work arrive (as `run` would)
+    clock.offset += rig.service.watchdog.stall_after_s + 1
+    body = _readiness(state)
+    assert body["ready"] is False
+    assert {s["stage"] for s in body["stalled"]} == {"route", "embed"}
+    metrics = state.metrics()
+    assert re.search(r"^wasmagent_stalled_stages 2$", metrics, re.MULTILINE), metrics
+    assert 'wasmagent_stage_stalls_total{stage="embed"} 1' in metrics
+    rig.model.gate.set()
+    await settle(lambda: bool(sock.events("stuck")), "the answer once the model is back")
+    assert _readiness(state)["ready"] is True
+    sock.leave()
+    await settle(sock.task.done, "the session to end")
+    await rig.service.aclose()
