@@ -95,9 +95,16 @@ build() {
   .venv/bin/python wasm_pkg/build.py --pyodide-cli .venv-pyodide/bin/pyodide
 }
 
+# tests/unit/test_native_cpu.py runs native MiniLM under an emulated AVX2-only CPU (qemu-user),
+# where onnxruntime's int8 kernels saturate: the CPU most machines do not have at hand.
+setup_qemu() {
+  [[ $(uname -m) != x86_64 ]] || command -v qemu-x86_64 >/dev/null || apt_install qemu-user
+}
+
 run_tests() {
   setup_chromium
   setup_postgres
+  setup_qemu
   say "ruff"
   .venv/bin/ruff check app tests wasm_pkg models
   say "mypy --strict app/"

