@@ -50,7 +50,13 @@ def _boot(section: dict[str, Any]) -> list[str]:
     return lines
 
 
-RENDERERS = {"boot": _boot}
+def _churn(section: dict[str, Any]) -> list[str]:
+    """The server section's churn subsection (rendered right after it)."""
+    lines: list[str] = __import__("server").render_churn(section)
+    return lines
+
+
+RENDERERS = {"boot": _boot, "churn": _churn}
 
 
 def render(results: dict[str, Any]) -> str:
@@ -62,7 +68,8 @@ def render(results: dict[str, Any]) -> str:
         "in one run on the machine described here; `bench-results.json` holds the raw numbers.",
         "Medians with (min–max, n runs).",
         "",
-        f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}",
+        f"- machine: {m['cpu']}" + (f" ({m['cpu_flags']})" if "cpu_flags" in m else "")
+        + f", {m['cores']} cores, {m['platform']}",
         f"- {m['chromium']}, Node {m['node']}, Python {m['python']} (native side)",
         "- npm packages: " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- run: {m['date']}{' (quick mode)' if results['quick'] else ''}, "

@@ -51,14 +51,24 @@ def machine() -> dict[str, Any]:
 
     pkg = json.loads((ROOT / "package.json").read_text())
     cpu = "unknown"
+    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    # int8 inference speed and numerics depend on these (models/MODEL_CARD.md): onnxruntime's
+    # u8s8 kernels are exact and fast only with VNNI, so the native host picks its weights by them
+    simd = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"),
+                                    ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+                                    ("amx_int8", "AMX-INT8")) if flag in flags]
+    if simd and not {"avx512_vnni", "avx_vnni"} & flags:
+        simd.append("no VNNI")
     return {
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+        "cpu_flags": ", ".join(simd) if simd else "unknown",
         "python": platform.python_version(), "node": version(["node", "--version"]),
         "chromium": version(["/usr/bin/chromium", "--version"]),
         "packages": {**pkg["dependencies"], **pkg.get("devDependencies", {})},
@@ -77,7 +87,14 @@ def sections() -> dict[str, Callable[[BenchContext], dict[str, Any]]]:
         if path.exists():
             module = __import__(name)
             found[name] = module.run
+    if "server" in found:
+        found["churn"] = __import__("server").run_churn  # reported under the server section
     return found
+
+
+def selected(name: str, only: list[str] | None) -> bool:
+    """`--only server` takes the server's churn section along; `--only churn` runs it alone."""
+    return not only or name in only or (name == "churn" and "server" in only)
 
 
 def main() -> int:
@@ -95,7 +112,7 @@ def main() -> int:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROME_ARGS)
         ctx = BenchContext(browser, args.quick)
         for name, fn in sections().items():
-            if args.only and name not in args.only:
+            if not selected(name, args.only):
                 continue
             print(f"bench: {name} ...", flush=True)
             t0 = time.perf_counter()
