@@ -64,6 +64,7 @@ class Agent:
         self._status_extra = status_extra
         self._sink = sink
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._drained: list[asyncio.Future[None]] = []
         self._handlers: dict[type[Any], Handler] = {Status: self._status, Cancel: self._cancel}
         self.started = host.clock.monotonic()
 
@@ -101,6 +102,11 @@ class Agent:
                     # Cancelled before it ever ran, so `_run` sent nothing: the request still
                     # gets its one terminal event.
                     self._send(Error(rid, ErrorCode.CANCELLED.value, "the request was cancelled"))
+        if not self._tasks:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
 
     def cancel_all(self) -> None:
         """Cancel every running request (the client went away)."""
@@ -108,9 +114,15 @@ class Agent:
             task.cancel()
 
     async def drain(self) -> None:
-        """Wait until every accepted request has sent its terminal event (tests, shutdown)."""
+        """Wait until every accepted request has sent its terminal event (tests, shutdown).
+
+        Waits for the moment `_forget` empties the table: gathering the tasks instead spun
+        forever on Python 3.12+, where awaiting a gather of finished tasks does not yield, so
+        their done callbacks (`_forget`) never got to run."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+            waiter = asyncio.get_running_loop().create_future()
+            self._drained.append(waiter)
+            await waiter
 
     async def _run(self, request: Request) -> None:
         handler = self._handlers.get(type(request))

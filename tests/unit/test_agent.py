@@ -146,3 +146,32 @@ async def test_the_message_size_limit_is_the_hosts() -> None:
     assert [(e["code"], e["id"]) for e in refused] == [("too_large", None)] * 2
     assert "over 64 bytes" in refused[0]["message"]
     assert [e["type"] for e in _of(events, "s1")] == ["result", "done"]
+
+
+async def test_a_request_cancelled_before_it_ran_still_ends_with_one_error() -> None:
+    agent, events = _agent()
+
+    async def never(request: Ask, emit: Any) -> None:
+        raise AssertionError("must not run")
+
+    agent.route(Ask, never)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
+    agent.cancel_all()  # the client left before the request's task got to run
+    await agent.drain()
+    assert [(e["type"], e.get("code")) for e in _of(events, "a")] == [("error", "cancelled")]
+    assert agent.in_flight == 0
+
+
+async def test_drain_returns_when_the_requests_finished_just_before_it() -> None:
+    # On Python 3.12+ (Pyodide runs 3.14) awaiting a gather of finished tasks does not yield;
+    # a drain built on it spun forever before the tasks' done callbacks could run.
+    agent, events = _agent()
+
+    async def quick(request: Ask, emit: Any) -> None:
+        return None
+
+    agent.route(Ask, quick)
+    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
+    await asyncio.sleep(0)  # the request runs and finishes; its done callback is pending
+    await agent.drain()  # (the old drain hung here, spinning without yielding)
+    assert _of(events, "a")[-1]["type"] == "done"
