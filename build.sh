@@ -112,7 +112,7 @@ run_tests() {
   say "the core in Pyodide (Node)"
   node tests/pyodide/run.mjs
   say "pytest: unit, server (real processes and PostgreSQL on loopback) and end-to-end"
-  .venv/bin/pytest tests/unit tests/server tests/e2e -p no:cacheprovider "$@"
+  .venv/bin/pytest -p no:cacheprovider "$@"  # testpaths (pyproject.toml): unit, server, e2e
 }
 
 case ${1:-build} in

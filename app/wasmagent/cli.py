@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
+# What a shell reports for a command whose reader went away (128 + SIGPIPE), as for `yes | head`.
+EXIT_BROKEN_PIPE = 141
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -178,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        result: int = args.func(args)
+        # Flush here, not at interpreter exit, so that a reader that left shows up below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`wasmagent embed ... | head`): exit quietly, as a command killed
+        # by SIGPIPE would. Python ignores SIGPIPE (so that sockets raise instead of killing the
+        # process) and would flush stdout again at exit; point it at devnull so that flush
+        # cannot fail too (the recipe in the Python docs' note on SIGPIPE, `signal` module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return result

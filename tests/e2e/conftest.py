@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from wasmagent.server.static import make_server
 
@@ -25,7 +25,14 @@ CHROME_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-BOOT_TIMEOUT_MS = 60_000
+# Safety nets, never waits: generous, so that a loaded machine is not a failure. A boot takes
+# seconds on a quiet machine; an answer, an ingestion or a reconnect after it, seconds or less.
+BOOT_TIMEOUT_MS = 120_000
+WAIT_MS = 60_000
+expect.set_options(timeout=WAIT_MS)  # every `expect` here waits up to this for its condition
+NEXT_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+"""Resolves once the page has drawn two frames: whatever the last action set off in the page's
+own tasks (event handlers, layout) has run. An event to wait for, not an amount of time."""
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from wasmagent.server.static import make_server
 
-from .conftest import BOOT_TIMEOUT_MS, DIST, ROOT, Booted, boot
+from .conftest import BOOT_TIMEOUT_MS, DIST, NEXT_FRAMES, ROOT, Booted, boot
 
 XSS_DOC = b"""<html><head><title>Payloads</title></head><body>
 <h1>Payload page</h1>
@@ -40,7 +40,7 @@ def test_the_shipped_knowledge_base_answers_out_of_the_box(app: Booted) -> None:
     page = app.page
     _ask(page, "why does the agent run in a plain module worker instead of pyscript?")
     last = page.locator(".msg.agent").last
-    expect(last.locator(".sources a").first).to_be_visible(timeout=20_000)
+    expect(last.locator(".sources a").first).to_be_visible()
     expect(last.locator(".sources a").first).to_have_attribute("title", re.compile(r"^(README|BENCHMARKS)\.md#"))
 
 
@@ -52,10 +52,10 @@ def test_adding_documents_then_asking_with_a_cited_viewer(app: Booted) -> None:
          "buffer": b"# Recipes\n\n## Pancakes\n\nMix two eggs, 250 ml milk and 125 g flour, "
                    b"then rest the batter for thirty minutes before frying."},
     ])
-    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages")
     _ask(page, "how long should pancake batter rest?")
     last = page.locator(".msg.agent").last
-    expect(last).to_contain_text("thirty minutes", timeout=20_000)
+    expect(last).to_contain_text("thirty minutes")
     last.locator(".sources a").first.click()
     dialog = page.locator("#viewer")
     expect(dialog).to_be_visible()
@@ -68,7 +68,7 @@ def test_diagnostics_show_stage_latencies_and_log_lines(app: Booted) -> None:
     page = app.page
     _open_panel(page)
     page.locator("#diagnostics summary").click()
-    expect(page.locator("#stages tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#stages tbody tr").first).to_be_visible()
     expect(page.locator("#log-lines")).to_contain_text('"event":"stage"')
 
 
@@ -84,13 +84,13 @@ def test_knowledge_and_history_survive_a_reload(browser: Browser, app_url: str) 
         assert "7:45" in answer["text"]
         page.reload()
         page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
-        expect(page.get_by_role("log")).to_contain_text("when does the ferry leave?", timeout=10_000)
+        expect(page.get_by_role("log")).to_contain_text("when does the ferry leave?")
         kbs = page.evaluate("async () => (await wasmagentClient.request('kb.list')).result.kbs.map(k => k.name)")
         assert set(kbs) >= {"default", "travel"}
         page.on("dialog", lambda d: d.accept())
         _open_panel(page)
         page.get_by_role("button", name="Clear all data").click()
-        expect(page.locator("#kb-message")).to_contain_text("Cleared", timeout=10_000)
+        expect(page.locator("#kb-message")).to_contain_text("Cleared")
         kbs = page.evaluate("async () => (await wasmagentClient.request('kb.list')).result.kbs.map(k => k.name)")
         assert "travel" not in kbs
         expect(page.get_by_role("log")).not_to_contain_text("ferry")
@@ -105,14 +105,14 @@ def test_nothing_from_documents_or_questions_runs_as_html(browser: Browser, app_
         _open_panel(page)
         page.get_by_label("Add documents").set_input_files([
             {"name": "payload.html", "mimeType": "text/html", "buffer": XSS_DOC}])
-        expect(page.locator("#kb-message")).to_contain_text("Added", timeout=30_000)
+        expect(page.locator("#kb-message")).to_contain_text("Added")
         _ask(page, "<img src=x onerror=\"window.__xss='question'\"> what is the secret ingredient?")
         last = page.locator(".msg.agent").last
-        expect(last).to_contain_text("paprika", timeout=20_000)
+        expect(last).to_contain_text("paprika")
         last.locator(".sources a").first.click()
         expect(page.locator("#viewer")).to_be_visible()
         page.locator("#viewer-body").hover()
-        page.wait_for_timeout(300)
+        page.evaluate(NEXT_FRAMES)  # the hover has been handled and the page drawn since
         assert page.evaluate("window.__xss") is None
         assert page.locator("#log img, #viewer img, #log script, #log a[href^='javascript']").count() == 0
         expect(page.get_by_role("log")).to_contain_text("<img src=x")
@@ -191,7 +191,7 @@ def test_dropping_files_on_the_page_adds_them(app: Booted) -> None:
     page.dispatch_event("body", "dragenter", {"dataTransfer": handle})
     expect(page.locator("#drop")).to_be_visible()
     page.dispatch_event("body", "drop", {"dataTransfer": handle})
-    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages")
 
 
 def test_keyboard_only_use(app: Booted) -> None:
@@ -206,7 +206,7 @@ def test_keyboard_only_use(app: Booted) -> None:
     page.keyboard.press("Enter")
     last = page.locator(".msg.agent").last
     link = last.locator(".sources a").first
-    expect(link).to_be_visible(timeout=20_000)
+    expect(link).to_be_visible()
     link.focus()
     page.keyboard.press("Enter")
     expect(page.locator("#viewer")).to_be_visible()
@@ -239,17 +239,17 @@ def test_named_knowledge_bases_are_created_switched_and_deleted(app: Booted) -> 
     page.get_by_label("Add documents").set_input_files([
         {"name": "pets.md", "mimeType": "text/markdown",
          "buffer": b"# Pets\n\nThe tortoise named Ludwig eats dandelion leaves on Sundays."}])
-    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages", timeout=30_000)
+    expect(page.locator("#kb-message")).to_contain_text("Added 1 passages")
     _ask(page, "what does the tortoise eat?")
-    expect(page.locator(".msg.agent").last).to_contain_text("dandelion", timeout=20_000)
+    expect(page.locator(".msg.agent").last).to_contain_text("dandelion")
     page.get_by_label("Knowledge base", exact=True).select_option("default")
     _ask(page, "what does the tortoise eat?")
-    expect(page.locator(".msg.agent").last.locator(".text")).not_to_have_text("…", timeout=20_000)
+    expect(page.locator(".msg.agent").last.locator(".text")).not_to_have_text("…")
     expect(page.locator(".msg.agent").last).not_to_contain_text("dandelion")
     page.get_by_label("Knowledge base", exact=True).select_option("pets")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete this knowledge base").click()
-    expect(page.locator("#kb-message")).to_contain_text("Deleted “pets”", timeout=10_000)
+    expect(page.locator("#kb-message")).to_contain_text("Deleted “pets”")
     expect(page.get_by_label("Knowledge base", exact=True)).to_have_value("default")
     expect(page.locator("#kb-select option[value=pets]")).to_have_count(0)
 
@@ -261,12 +261,12 @@ def test_a_running_ingestion_can_be_cancelled(app: Booted) -> None:
     page.get_by_role("button", name="New knowledge base…").click()
     page.get_by_label("Add documents").set_input_files(_bulk_files(80))  # 240 passages
     # Cancel once the first batch is indexed: some work is kept, most is not done.
-    expect(page.locator("#ingest")).to_be_visible(timeout=10_000)
+    expect(page.locator("#ingest")).to_be_visible()
     expect(page.locator("#ingest-label")).to_contain_text("indexed", timeout=60_000)
     page.get_by_role("button", name="Cancel adding documents").click()
-    expect(page.locator("#kb-message")).to_contain_text("cancelled", timeout=30_000)
+    expect(page.locator("#kb-message")).to_contain_text("cancelled")
     expect(page.locator("#ingest")).to_be_hidden()
-    expect(page.locator("#kb-info")).to_contain_text("passages", timeout=10_000)
+    expect(page.locator("#kb-info")).to_contain_text("passages")
     passages, documents = _kb_info(page)
     assert 0 < passages < 240
     assert documents < 80
@@ -312,13 +312,13 @@ def test_a_full_storage_is_explained_and_answers_keep_coming(browser: Browser, a
         page.get_by_label("Add documents").set_input_files([
             {"name": "lighthouse.md", "mimeType": "text/markdown",
              "buffer": b"# Lighthouse\n\nThe keeper feeds the lighthouse cat at noon sharp."}])
-        expect(page.locator("#kb-message")).to_contain_text("Storage is full", timeout=30_000)
+        expect(page.locator("#kb-message")).to_contain_text("Storage is full")
         expect(page.get_by_role("alert")).to_contain_text("storage is full or unavailable")
         _ask(page, "when is the lighthouse cat fed?")
         reply = page.locator(".msg.agent").last
-        expect(reply).to_contain_text("noon sharp", timeout=20_000)
+        expect(reply).to_contain_text("noon sharp")
         # the answer could not be saved either: it stays on screen, and says so
-        expect(reply.locator(".note")).to_contain_text("not saved", timeout=10_000)
+        expect(reply.locator(".note")).to_contain_text("not saved")
         expect(reply.locator(".sources a").first).to_be_visible()
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "storage-full-answer-not-saved-desktop.png"))
@@ -333,9 +333,8 @@ def test_without_the_embedding_model_the_indicator_says_so_and_answers_keep_comi
         "**/model.int8.onnx", lambda route: route.fulfill(status=404, body="gone")))
     page = booted.page
     try:
-        expect(page.locator("#engine")).to_have_text("keyword search only", timeout=10_000)
+        expect(page.locator("#engine")).to_have_text("keyword search only")
         _ask(page, "why does the agent run in a plain module worker instead of pyscript?")
-        expect(page.locator(".msg.agent").last.locator(".sources a").first).to_be_visible(
-            timeout=20_000)
+        expect(page.locator(".msg.agent").last.locator(".sources a").first).to_be_visible()
     finally:
         booted.context.close()

@@ -65,7 +65,7 @@ def test_a_reload_mid_ingestion_resumes_and_stores_every_document_exactly_once(
                                timeout=BOOT_TIMEOUT_MS)
 
         expect(page.locator("#ingest-label")).to_contain_text(
-            re.compile("Resuming: add 40 document|Resumed after a reload"), timeout=20_000)
+            re.compile("Resuming: add 40 document|Resumed after a reload"))
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "ingestion-resumed-desktop.png"))
         expect(page.locator("#kb-message")).to_contain_text(

@@ -107,12 +107,12 @@ def test_every_main_state_passes_axe_and_is_photographed(walk: Walk) -> None:
     page.get_by_role("textbox", name="Ask").fill("how does the app keep working offline?")
     page.get_by_role("button", name="Send").click()
     answer = page.locator(".msg.agent").last
-    expect(answer.locator(".sources a").first).to_be_visible(timeout=20_000)
+    expect(answer.locator(".sources a").first).to_be_visible()
     walk.shot("answer")
 
     answer.locator(".sources a").first.click()
     viewer = page.get_by_role("dialog")
-    expect(viewer.locator("mark")).to_be_in_viewport(timeout=10_000)
+    expect(viewer.locator("mark")).to_be_in_viewport()
     expect(viewer.get_by_role("button", name="Close")).to_be_in_viewport()
     walk.shot("viewer", ask_visible=False)
     page.keyboard.press("Escape")
@@ -124,7 +124,7 @@ def test_every_main_state_passes_axe_and_is_photographed(walk: Walk) -> None:
     walk.shot("knowledge", ask_visible=beside)
 
     page.locator("#diagnostics summary").click()
-    expect(page.locator("#stages tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#stages tbody tr").first).to_be_visible()
     walk.shot("diagnostics", ask_visible=beside)
     page.get_by_role("button", name="Knowledge", exact=True).click()
 

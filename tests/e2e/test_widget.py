@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Frame, FrameLocator, Pa
 
 from wasmagent.server.static import StaticServer, make_server
 
-from .conftest import BOOT_TIMEOUT_MS, DIST, LOCAL_HOSTS, ROOT
+from .conftest import BOOT_TIMEOUT_MS, DIST, LOCAL_HOSTS, NEXT_FRAMES, ROOT, WAIT_MS
 
 HOST_SITE = Path(__file__).parent / "host_site"
 SHOTS = ROOT / "test-results" / "screenshots"
@@ -214,7 +214,7 @@ def _open_the_widget(visit: Visit) -> Journey:
     # Playwright injects its own (large) script into the page the first time a locator is
     # used; let that happen before the long-task window opens, so it is not counted.
     launcher.wait_for()
-    page.wait_for_timeout(200)
+    page.evaluate(NEXT_FRAMES)
     opened_at = page.evaluate("performance.now()")
     launcher.click()
     visit.wait_for_event("ready")
@@ -239,7 +239,7 @@ def test_a_visitor_asks_in_the_panel_and_gets_a_cited_answer(journey: Journey) -
     reply = _ask_in_panel(visit, "why does the agent run in a plain module worker instead of "
                                  "pyscript?")
     link = reply.locator(".sources a").first
-    expect(link).to_be_visible(timeout=20_000)
+    expect(link).to_be_visible()
     expect(link).to_have_attribute("title", re.compile(r"^(README|BENCHMARKS)\.md#"))
     link.click()
     viewer = visit.widget().locator("#viewer")
@@ -281,7 +281,7 @@ def test_the_owners_python_tools_answer_through_the_widget(journey: Journey) -> 
     assert hours["text"] == "Acme is open 10:00-16:00 on saturday."
     assert hours["route"] == "tool"
     reply = _ask_in_panel(journey.visit, "what does shipping 2.5 kg cost?")
-    expect(reply).to_have_text("Shipping 2.5 kg costs 7.75 EUR.", timeout=20_000)
+    expect(reply).to_have_text("Shipping 2.5 kg costs 7.75 EUR.")
     expect(journey.visit.widget().locator("#notice")).to_be_hidden()
 
 
@@ -291,7 +291,7 @@ def test_messages_from_a_foreign_window_are_ignored(journey: Journey, sites: Sit
     with page.context.expect_page() as opened:
         page.evaluate(f"window.open('{sites.stranger}/evil.html')")
     evil = opened.value
-    evil.wait_for_function("document.title === 'done'", timeout=30_000)
+    evil.wait_for_function("document.title === 'done'", timeout=WAIT_MS)
     result = evil.evaluate("result")
     evil.close()
     assert result["openerFrames"] == 0, "a frame in a shadow root is not in window.frames"
@@ -313,8 +313,8 @@ def test_the_host_page_is_untouched_and_cannot_restyle_the_widget(journey: Journ
     visit = journey.visit
     page = visit.page
     ticks = page.evaluate("hostLog.ticks")
-    page.wait_for_timeout(300)
-    assert page.evaluate("hostLog.ticks") > ticks, "the host's own timers keep running"
+    # the host's own timers keep running (a 25 ms interval)
+    page.wait_for_function("(ticks) => hostLog.ticks > ticks", arg=ticks, timeout=WAIT_MS)
     after = page.evaluate(SNAPSHOT)
     assert after == {**journey.before, "newGlobals": ["wasmagent"]}
     page.get_by_role("button", name="Buy now").click()
@@ -344,7 +344,10 @@ def test_screenshots_closed_and_open_on_desktop_and_phone(journey: Journey) -> N
     assert box["width"] == 400
     assert box["x"] + box["width"] == DESKTOP["width"] - 16
     page.set_viewport_size(PHONE)  # type: ignore[arg-type]
-    page.wait_for_timeout(300)
+    page.wait_for_function("(width) => document.querySelector('wasmagent-widget').shadowRoot"
+                           ".querySelector('.panel').getBoundingClientRect().width === width",
+                           arg=PHONE["width"], timeout=WAIT_MS)  # laid out for the phone
+    page.evaluate(NEXT_FRAMES)
     _shot(page, "phone-open")
     box = page.locator("wasmagent-widget .panel").bounding_box()
     assert box == {"x": 0, "y": 0, "width": PHONE["width"], "height": PHONE["height"]}
@@ -396,7 +399,7 @@ def test_foreign_pages_framing_the_widget_directly_get_nothing(
     browser: Browser, sites: Sites
 ) -> None:
     with _visiting(browser, f"{sites.stranger}/evil.html") as visit:
-        visit.page.wait_for_function("document.title === 'done'", timeout=30_000)
+        visit.page.wait_for_function("document.title === 'done'", timeout=WAIT_MS)
         replies = visit.page.evaluate("result.replies")
         assert [r["type"] for r in replies["gate"]] == ["refused"]
         assert replies["agent"] == [], "the browser refuses embed.html (frame-ancestors)"
@@ -439,7 +442,7 @@ def test_a_strict_csp_host_with_preloading_its_own_kb_and_a_broken_tools_file(
         notice = visit.widget().locator("#notice")
         expect(notice).to_contain_text("/broken_tools.py, line 7: NameError")
         reply = _ask_in_panel(visit, "how many days do I have to return a kettle?")
-        expect(reply).to_contain_text("45 days", timeout=20_000)
+        expect(reply).to_contain_text("45 days")
         expect(reply.locator(".sources a").first).to_have_attribute("title", "faq.md#returns")
         assert page.evaluate("wasmagent.ask('what is 6 * 7')")["text"] == "6 * 7 = 42"
         launcher = page.get_by_role("button", name="Acme FAQ", exact=True).bounding_box()

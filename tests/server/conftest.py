@@ -23,7 +23,9 @@ from websockets.typing import Origin, Subprotocol
 from ..support.postgres import PostgresCluster, start_postgres
 from ..support.processes import FakeUpstream, Server, start_fake, start_server
 
-RECV_TIMEOUT_S = 20.0
+RECV_TIMEOUT_S = 60.0
+"""A safety net on every receive and HTTP call: generous, so that a loaded machine is not a
+failure (answers take milliseconds to seconds)."""
 
 DOCS = [
     {"source": "guide/offline.md", "text": "# Offline\n\nAfter the first visit a service worker "
@@ -148,8 +150,8 @@ async def ws_client(srv: Server, *, token: str | None = None, origin: str | None
         [Subprotocol(f"bearer.{token}")] if token else [])
     conn = await asyncio.wait_for(connect(
         srv.ws_url, subprotocols=offered or None,
-        origin=Origin(origin) if origin else None, additional_headers=headers, max_size=None, open_timeout=10,
-        close_timeout=5), RECV_TIMEOUT_S)
+        origin=Origin(origin) if origin else None, additional_headers=headers, max_size=None,
+        open_timeout=RECV_TIMEOUT_S, close_timeout=5), RECV_TIMEOUT_S)
     try:
         yield WsClient(conn)
     finally:

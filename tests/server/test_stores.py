@@ -294,7 +294,7 @@ async def test_a_postgres_commit_waits_for_a_writer_in_flight_then_conflicts(
     refuse, not overwrite a change it never saw (whether or not that writer locked anything)."""
     url = postgres.new_database()
     store = await PostgresStore.open(url)
-    raw = await asyncpg.connect(url)
+    raw, watcher = await asyncpg.connect(url), await asyncpg.connect(url)
     try:
         if before is not None:
             await store.put("k", before)
@@ -302,12 +302,18 @@ async def test_a_postgres_commit_waits_for_a_writer_in_flight_then_conflicts(
         await in_flight.start()
         await raw.execute(writer)
         commit = asyncio.create_task(store.commit({"k": b"mine"}, expect={"k": before}))
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(60):  # a safety net: until the commit waits on a lock
+            while not await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"):
+                assert not commit.done(), "the commit waits for the other writer's row"
+                await asyncio.sleep(0.01)
         assert not commit.done(), "the commit waits for the other writer's row"
         await in_flight.commit()
         await conflict(commit)
         assert await store.get("k") == (None if writer.startswith("DELETE") else b"theirs")
     finally:
+        await watcher.close()
         await raw.close()
         await store.aclose()
 

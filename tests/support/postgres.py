@@ -27,7 +27,7 @@ from typing import Any
 
 from .processes import free_port
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 120.0  # a safety net: a start takes about a second quiet
 STOP_TIMEOUT_S = 10.0
 SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"
@@ -98,7 +98,7 @@ class PostgresCluster:
         done = subprocess.run(
             [str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
              "-h", str(self.root), "-p", str(self.port), "-U", SUPERUSER, "-d", database,
-             "-c", sql], capture_output=True, text=True, timeout=30, check=False)
+             "-c", sql], capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"psql failed on {sql!r}: {done.stderr.strip()}")
         return done.stdout.strip()

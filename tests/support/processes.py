@@ -26,7 +26,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_openai.py"
-BOOT_TIMEOUT_S = 60.0
+# Safety nets, generous for a loaded machine: a server boot loads the ONNX model (about 2 s
+# quiet); a call to a control or health endpoint takes milliseconds quiet.
+BOOT_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 LLM_KEY = "sk-test-" + secrets.token_hex(12)
 """A fresh LLM key per run, so 'the key is not in the logs' cannot pass by accident."""
@@ -94,7 +97,7 @@ def spawn(name: str, args: Sequence[str], log_dir: Path, ready_url: str,
             if popen.poll() is not None:
                 raise RuntimeError(f"{name} exited with {popen.returncode}:\n{proc.stderr()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                if httpx.get(ready_url, timeout=CALL_TIMEOUT_S).status_code == 200:
                     return proc
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} not ready after {BOOT_TIMEOUT_S} s:\n{proc.stderr()}")
@@ -121,12 +124,12 @@ class FakeUpstream:
     def control(self, script: Sequence[str] = (), delay: float = 0.0) -> None:
         """Queue one behaviour per coming request (`ok`, `fail503`, `drop`, `hang`...)."""
         httpx.post(f"http://127.0.0.1:{self.port}/control",
-                   json={"script": list(script), "delay": delay}, timeout=5.0
+                   json={"script": list(script), "delay": delay}, timeout=CALL_TIMEOUT_S
                    ).raise_for_status()
 
     def requests(self) -> int:
         """How many chat requests the upstream has received so far."""
-        body = httpx.get(f"http://127.0.0.1:{self.port}/control", timeout=5.0).json()
+        body = httpx.get(f"http://127.0.0.1:{self.port}/control", timeout=CALL_TIMEOUT_S).json()
         return int(body["requests"])
 
 
@@ -168,10 +171,10 @@ class Server:
         return out
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.http}/metrics", timeout=5.0).text
+        return httpx.get(f"{self.http}/metrics", timeout=CALL_TIMEOUT_S).text
 
     def readyz(self) -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(f"{self.http}/readyz", timeout=5.0).json()
+        body: dict[str, Any] = httpx.get(f"{self.http}/readyz", timeout=CALL_TIMEOUT_S).json()
         return body
 
 

@@ -15,7 +15,8 @@ import pytest
 from wasmagent.runtime import Channel, ChannelClosed, ChannelEmpty, Recv, Send, select
 
 
-async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> None:
+async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 30.0) -> None:
+    """Wait until every task started since `before` has ended (`within`: a safety net)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + within
     while extra := asyncio.all_tasks() - before:

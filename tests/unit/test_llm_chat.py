@@ -62,6 +62,8 @@ class ScriptedHttp:
         self.calls: list[dict[str, Any]] = []
         self.closed = 0
         self.read_to_end = 0
+        self.hanging = asyncio.Event()
+        """Set when a call reaches `HANG` (a test clears it to wait for the next one)."""
 
     async def post_stream(self, url: str, headers: Mapping[str, str], body: bytes, *,
                           timeout: float) -> AsyncIterator[bytes]:  # noqa: ASYNC109
@@ -73,6 +75,7 @@ class ScriptedHttp:
                 if isinstance(step, BaseException):
                     raise step
                 if step is HANG:
+                    self.hanging.set()
                     await asyncio.Event().wait()
                 assert isinstance(step, bytes)
                 yield step
@@ -130,7 +133,7 @@ async def test_the_body_after_done_is_read_to_its_end_so_the_connection_is_reuse
 async def test_an_upstream_that_stays_open_after_done_costs_only_the_grace() -> None:
     http = ScriptedHttp([sse("one ", "two"), HANG])
     chat, _, failures = make(http, drain_s=0.05)  # the grace runs on the real loop clock
-    assert await asyncio.wait_for(collect(chat), 5) == ["one ", "two"]
+    assert await asyncio.wait_for(collect(chat), 60) == ["one ", "two"]
     assert (http.read_to_end, http.closed) == (0, 1)  # given up on: its connection closes
     assert failures == []
     assert chat.breaker.state == "closed"
@@ -325,7 +328,8 @@ async def test_a_cancelled_caller_does_not_count_against_the_breaker() -> None:
             return [p async for p in chat.stream("q", PASSAGES, ctx)]
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(http.hanging.wait(), 60)  # mid-answer: the upstream went quiet
+        http.hanging.clear()
         ctx.cancel("the user closed the tab")
         with pytest.raises(AgentError) as info:
             await task
@@ -342,7 +346,7 @@ async def test_a_cancelled_trial_frees_the_half_open_slot() -> None:
         await collect(chat)
     clock.now += 5.0
     task = asyncio.create_task(collect(chat))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(http.hanging.wait(), 60)  # the trial call is under way
     task.cancel()  # the client went away mid-trial (task cancellation, not a context)
     with pytest.raises(asyncio.CancelledError):
         await task

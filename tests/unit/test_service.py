@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,14 +84,21 @@ async def test_knowledge_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_cancelling_an_ingestion_keeps_what_was_committed(tmp_path: Path) -> None:
-    service, events = _service(tmp_path / "kb.sqlite")
+    events: list[dict[str, Any]] = []
+    indexed = asyncio.Event()  # the first batch of passages is committed
+
+    def sink(raw: str) -> None:
+        events.append(json.loads(raw))
+        if "indexed" in (events[-1].get("message") or ""):
+            indexed.set()
+
+    host = native_host(tmp_path / "kb.sqlite")
+    service = Service(host, sink, intent_labels=host.intent_labels)
+    service.start()
     many = [{"source": f"doc{i}.md", "text": f"# Doc {i}\n\n" + f"Paragraph {i} about topic "
              f"number {i}. " * 30} for i in range(200)]
     service.agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "big", "documents": many})
-    for _ in range(2000):  # until the first batch of passages is committed
-        if any("indexed" in (e.get("message") or "") for e in events):
-            break
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(indexed.wait(), 120)  # 120 s: a safety net
     service.agent.submit({"v": 1, "type": "cancel", "id": "c", "target": "i"})
     await service.agent.drain()
     assert _of(events, "i")[-1]["code"] == "cancelled"
@@ -119,6 +127,43 @@ def test_cli_ingest_then_ask_json(tmp_path: Path) -> None:
     citation = answer["citations"][0]
     assert citation["source"] == "sub/install.md"
     assert set(citation) == {"source", "title", "anchor", "score", "text"}
+
+
+def _assert_quiet_broken_pipe(proc: subprocess.Popen[str], stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert "BrokenPipeError" not in stderr, stderr
+    assert proc.returncode == 141, (proc.returncode, stderr)  # 128 + SIGPIPE, like `yes | head`
+
+
+def test_the_cli_exits_quietly_when_its_reader_leaves_early(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "wasmagent"]
+    # `wasmagent embed ... | head -c 100`: 64 texts print ~250 KB of JSON, far more than a pipe
+    # holds (64 KiB), so the CLI is still writing when the reader has gone.
+    with subprocess.Popen([*run, "embed", *(f"text {n}" for n in range(64))], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.read(100).startswith('[{"text": "text 0"')
+        proc.stdout.close()
+        _, stderr = proc.communicate(timeout=120)  # a safety net: it exits at the next write
+    _assert_quiet_broken_pipe(proc, stderr)
+    # Commands that print little: the reader is gone before the first write.
+    docs = tmp_path / "install.md"
+    docs.write_text(DOCS[0]["text"])
+    db = tmp_path / "kb.sqlite"
+    subprocess.run([*run, "ingest", str(docs), "--kb", str(db)], check=True,
+                   capture_output=True, cwd=ROOT)
+    for args in (["ask", "--kb", str(db), "what Node version do I need?"],
+                 ["ask", "--kb", str(db), "what Node version do I need?", "--json"],
+                 ["ingest", str(docs), "--kb", str(db)],
+                 ["export", "--kb", str(db), "--out", str(tmp_path / "kb.kv")],
+                 ["token", "someone"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        with subprocess.Popen([*run, *args], cwd=ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            os.close(write_end)
+            _, stderr = proc.communicate(timeout=120)
+        _assert_quiet_broken_pipe(proc, stderr)
 
 
 class FullStore:

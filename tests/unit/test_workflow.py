@@ -71,19 +71,23 @@ def _engine(store: MemoryStore, clock: Clock, **kw: Any) -> Workflows:
                      retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.001), **kw)
 
 
-def _counting_job(store: MemoryStore) -> Any:
+def _counting_job(store: MemoryStore, blocked: asyncio.Event | None = None) -> Any:
     async def job(run: Run, data: dict[str, Any]) -> dict[str, Any]:
-        return await _count(run, data, store)
+        return await _count(run, data, store, blocked)
     return job
 
 
-async def _count(run: Run, job: dict[str, Any], store: MemoryStore) -> dict[str, Any]:
+async def _count(run: Run, job: dict[str, Any], store: MemoryStore,
+                 blocked: asyncio.Event | None = None) -> dict[str, Any]:
     """Each step adds an effect key and bumps a counter (not idempotent: a step whose effect
-    ran twice shows); the result sums what the steps returned."""
+    ran twice shows); the result sums what the steps returned. Step `block_at` never ends
+    (and sets `blocked` when it starts)."""
     total = 0
     for n in range(job["steps"]):
         async def effect(tx: Tx, n: int = n) -> int:
             if job.get("block_at") == n:
+                if blocked is not None:
+                    blocked.set()
                 await asyncio.Event().wait()
             seen = await store.get("effects")
             tx.expect_value("effects", seen)
@@ -96,7 +100,7 @@ async def _count(run: Run, job: dict[str, Any], store: MemoryStore) -> dict[str,
 
 
 async def _finished(engine: Workflows, job_id: str) -> Any:
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(60):  # a safety net: the jobs here take milliseconds
         async for record in engine.watch(job_id, poll_s=0.01):
             last = record
         return last
@@ -162,11 +166,12 @@ async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
 async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenced() -> None:
     store, clock = MemoryStore(), Clock()
     first = _engine(store, clock, owner="first")
-    first.register("count", _counting_job(store))
+    first_blocked, second_blocked = asyncio.Event(), asyncio.Event()
+    first.register("count", _counting_job(store, first_blocked))
     job_id = await first.start("count", {"steps": 3, "block_at": 1})
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(first_blocked.wait(), 60)  # step 0 done, step 1 never ends
     second = _engine(store, clock, owner="second")
-    second.register("count", _counting_job(store))
+    second.register("count", _counting_job(store, second_blocked))
     assert await second.resume() == []  # first still holds the lease
     clock.now += 6  # first stalls past its lease without renewing
     assert await second.resume() == [job_id]
@@ -175,8 +180,10 @@ async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenc
         await first._local[job_id].run.renew()
     await first.aclose()
     # second replays step 0 from the journal and blocks in step 1 like first did; unblock it
-    second._local[job_id].task.cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(second_blocked.wait(), 60)
+    task = second._local[job_id].task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     record = await second.get(job_id)
     assert record.owner == "second"
     assert record.runs == 2
@@ -232,9 +239,10 @@ async def test_a_bug_in_a_step_fails_the_job_at_once_with_internal() -> None:
 async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> None:
     store, clock = MemoryStore(), Clock()
     engine = _engine(store, clock)
-    engine.register("count", _counting_job(store))
+    blocked = asyncio.Event()
+    engine.register("count", _counting_job(store, blocked))
     job_id = await engine.start("count", {"steps": 3, "block_at": 2})
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(blocked.wait(), 60)  # steps 0 and 1 are done
     cancelled = await engine.cancel(job_id)
     assert cancelled.status is JobStatus.CANCELLED
     record = await _finished(engine, job_id)
