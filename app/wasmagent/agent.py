@@ -5,7 +5,8 @@ the `sink` it passed in. `submit` never raises and never blocks: each valid requ
 own task; invalid input is answered with an `error` event at once. Every request ends with
 exactly one terminal event (`done` or `error`), including when it is cancelled or when a handler
 raises something unexpected (mapped to `internal` and logged), so one bad request can never stop
-the agent from serving the next.
+the agent from serving the next. A request reusing the id of one still running is refused with
+an `error` whose `id` is null (its message names the id), never one carrying that id.
 """
 
 from __future__ import annotations
@@ -80,15 +81,23 @@ class Agent:
         """Accept one wire message; see the module docstring for the contract."""
         try:
             request = parse_request(raw, max_bytes=self.max_message_bytes)
-            if self._admit is not None and not isinstance(request, Cancel):
-                self._admit(request)
         except AgentError as exc:
             rid = peek_id(raw) if isinstance(raw, dict) else _raw_id(raw, self.max_message_bytes)
             self._send(Error.from_exc(rid, exc))
             return
         if request.id in self._tasks:
-            self._send(Error(request.id, ErrorCode.BAD_MESSAGE.value,
-                             f"a request with id {request.id!r} is already running"))
+            # Refused with `id: null`: an error carrying the running request's id would read
+            # as that request's terminal event (the client would see two for one id). Checked
+            # before `admit`, so the duplicate is neither charged nor counted as begun.
+            self._send(Error(None, ErrorCode.BAD_MESSAGE.value,
+                             f"a request with id {request.id!r} is already running; "
+                             "this duplicate was refused"))
+            return
+        try:
+            if self._admit is not None and not isinstance(request, Cancel):
+                self._admit(request)
+        except AgentError as exc:
+            self._send(Error.from_exc(request.id, exc))
             return
         task = asyncio.get_running_loop().create_task(self._run(request))
         self._tasks[request.id] = task

@@ -62,7 +62,7 @@ def _tjs_model(root: Path) -> None:
 
 @contextmanager
 def serving(root: Path, *, isolate: bool) -> Iterator[str]:
-    server = make_server(root, port=0, isolate=isolate)
+    server = make_server(root, port=0, isolate=isolate, follow_symlinks=True)  # links into dist/
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -110,7 +110,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     hosts = [StaticServer(("127.0.0.1", 0), functools.partial(h, directory=str(pages)))
              for h in handlers]
     host, stranger = (f"http://localhost:{s.server_address[1]}" for s in hosts)
-    app_server = make_server(_app_root(tmp), port=0, embed_origins=[host])
+    app_server = make_server(_app_root(tmp), port=0, embed_origins=[host],
+                             follow_symlinks=True)  # its root links into dist/
     app = f"http://127.0.0.1:{app_server.server_address[1]}"
     for template in HOST_SITE.iterdir():
         text = template.read_text().replace("{{APP}}", app).replace("{{HOST}}", host)

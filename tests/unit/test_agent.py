@@ -105,7 +105,10 @@ async def test_duplicate_ids_in_flight_are_refused() -> None:
     await asyncio.sleep(0)
     gate.set()
     await agent.drain()
-    assert [e["type"] for e in _of(events, "a")] == ["error", "done"]
+    assert [e["type"] for e in _of(events, "a")] == ["done"]
+    refused = [e for e in events if e["id"] is None]
+    assert [(e["type"], e["code"]) for e in refused] == [("error", "bad_message")]
+    assert "'a'" in refused[0]["message"]
 
 
 async def test_unrouted_requests_say_not_ready() -> None:

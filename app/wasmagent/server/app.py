@@ -6,6 +6,9 @@ stuck — see `runtime/watchdog.py` — and the store's kind: "sqlite" or "postg
 Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
 `/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
 `{"error": {"code", "message"}}` with a matching status; WebSocket ones are `error` events.
+
+Ahead of FastAPI, `http_guard.py` checks every HTTP request (origin, token and size before a
+body is read; CORS for `--allow-origin` origins).
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ from ..protocol import MAX_QUESTION, json_schema
 from ..service import Service
 from ..telemetry import Telemetry
 from .config import ServerConfig
+from .http_guard import STATUS, guard_http
 from .security import RateLimiter, bearer
-from .sessions import Receive, Scope, Send, serve_websocket, sse_answer, websocket_protocol
+from .sessions import (
+    Receive,
+    Scope,
+    Send,
+    serve_websocket,
+    sse_answer,
+    websocket_protocol,
+)
 from .state import ServerState, write_stderr
 
-STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
-          ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413, ErrorCode.NOT_READY: 503,
-          ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400}
 WS_FRAME_CAP = 4
 WS_PATH = "/v1/ws"
 FULL_GC_EVERY = 100
@@ -50,11 +58,15 @@ class _Server(FastAPI):
     connections), and every event sent passed through their `send` wrappers."""
 
     websocket_handler: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+    server_config: ServerConfig | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.websocket_handler
         if handler is not None and scope["type"] == "websocket" and scope["path"] == WS_PATH:
             await handler(scope, receive, send)
+            return
+        if scope["type"] == "http" and self.server_config is not None:
+            await guard_http(self.server_config, scope, receive, send, super().__call__)
             return
         await super().__call__(scope, receive, send)
 
@@ -150,6 +162,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     holder: dict[str, ServerState] = {}
     app = _Server(title="wasmagent server", version=__version__,
                   lifespan=_lifespan(config, holder), description=__doc__)
+    app.server_config = config
 
     def state() -> ServerState:
         if "state" not in holder:

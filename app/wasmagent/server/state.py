@@ -3,7 +3,9 @@
 Logs are JSON lines on stderr: the core's telemetry events (`stage` with request id and
 latency) and one `request` line per finished request (id, client, type, outcome, latency),
 plus Python `logging` records in the same shape. Secrets never reach them: tokens are only
-hashed, the LLM key lives in the upstream client, and telemetry redacts secret-named fields.
+hashed, the LLM key lives in the upstream client, telemetry redacts secret-named fields, and
+query strings in logged paths (uvicorn's `"WebSocket /v1/ws?token=..." [accepted]` lines: a
+client may put a token there although it is refused) are replaced by `?[redacted]`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -63,15 +66,25 @@ class ServerState:
         return "\n".join(lines) + "\n"
 
 
+QUERY_STRING = re.compile(r'(/[^\s"?]*)\?\S+?(?="?(?:\s|$))')
+"""A path's query string, as logged by uvicorn (`"WebSocket /v1/ws?token=..."`) or in a URL."""
+
+
+def redact_query(text: str) -> str:
+    """`text` with every path's query string replaced: queries may carry secrets."""
+    return QUERY_STRING.sub(r"\1?[redacted]", text) if "?" in text else text
+
+
 class JsonLines(logging.Formatter):
-    """Python log records as the same JSON lines the telemetry writes."""
+    """Python log records as the same JSON lines the telemetry writes, query strings
+    redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                                 "event": "log", "logger": record.name,
-                                "message": record.getMessage()}
+                                "message": redact_query(record.getMessage())}
         if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
+            line["traceback"] = redact_query(self.formatException(record.exc_info))
         return json.dumps(line, separators=(",", ":"))
 
 
