@@ -13,7 +13,8 @@ new PerformanceObserver((list) => {
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     hostLog.frames.push({ start: e.startTime, duration: e.duration, blocking: e.blockingDuration,
-      scripts: (e.scripts || []).map((s) => `${s.invoker} ${s.sourceURL} ${Math.round(s.duration)}ms`) });
+      scripts: (e.scripts || []).map((s) => ({ invoker: s.invoker, source: s.sourceURL,
+        duration: Math.round(s.duration) })) });
   }
 }).observe({ type: "long-animation-frame", buffered: true });
 setInterval(() => hostLog.ticks++, 25);
