@@ -5,7 +5,11 @@ stuck — see `runtime/watchdog.py` — and the store's kind: "sqlite" or "postg
 (Prometheus), `GET /v1/protocol.schema.json` (the wire schema), `POST /v1/ask` (one answer as
 Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
 `/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
-`{"error": {"code", "message"}}` with a matching status; WebSocket ones are `error` events.
+`{"error": {"code", "message"}}` (`ErrorBody`) with a matching status — also an unknown route
+(404 `not_found`), a method a route does not take (405 `bad_message`, with `Allow`), a body
+that is not JSON or nests too deeply (400 `bad_json`), one that does not fit the route (400
+`bad_message`, never 422) and a bug (500 `internal`, its traceback only in the server's log);
+WebSocket ones are `error` events.
 
 Ahead of FastAPI, `http_guard.py` checks every HTTP request (origin, token and size before a
 body is read; CORS for `--allow-origin` origins).
@@ -23,6 +27,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import AgentError, ErrorCode
@@ -34,7 +39,8 @@ from ..protocol import MAX_QUESTION, json_schema
 from ..service import Service
 from ..telemetry import Telemetry
 from .config import ServerConfig
-from .http_guard import STATUS, guard_http
+from .http_guard import STATUS, error_json, guard_http
+from .openapi import SSE_EVENT, Readiness, errors_doc, honest_openapi
 from .security import RateLimiter, bearer
 from .sessions import (
     Receive,
@@ -69,6 +75,14 @@ class _Server(FastAPI):
             await guard_http(self.server_config, scope, receive, send, super().__call__)
             return
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, made to say what the server does (`openapi.py`)."""
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()
+        honest_openapi(schema, self.server_config)
+        return schema
 
 
 class AskBody(BaseModel):
@@ -176,34 +190,46 @@ def create_app(config: ServerConfig) -> FastAPI:
     # FastAPI's default for a bad body (422 `{"detail": [...]}`) would break the rule that
     # every HTTP error is `{"error": {"code", "message"}}` with a protocol code.
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    # ... nor would Starlette's and FastAPI's own `{"detail": ...}` (unknown route, method not
+    # allowed, a body `json.loads` fails on other than by a syntax error: nesting too deep
+    # for its recursion limit, bytes that are not UTF-8) or a bare 500 for a bug.
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal)
 
-    @app.get("/healthz", summary="Liveness: the process serves HTTP")
+    @app.get("/healthz", summary="Liveness: the process serves HTTP",
+             responses=errors_doc(500))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: model and store loaded, no stage stuck",
-             responses={503: {"description": "still starting, or a stage is stuck (named in "
-                                             "`stalled`)"}})
+             responses={200: {"model": Readiness, "description": "ready"},
+                        503: {"model": Readiness,
+                              "description": "still starting, or a stage is stuck (named in "
+                                             "`stalled`)"},
+                        **errors_doc(500)})
     async def readyz() -> JSONResponse:
         body = _readiness(holder.get("state"))
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
-             responses={401: {"description": "tokens are enabled and none valid was sent"}})
+             responses=errors_doc(401, 503, 500))
     async def metrics(request: Request, st: ServerState = Depends(state)) -> str:  # noqa: B008
         # the counters name clients: with tokens enabled, a scraper sends one too
         if st.config.tokens.enabled:
             st.config.tokens.client(bearer(request.headers.get("authorization")))
         return st.metrics()
 
-    @app.get("/v1/protocol.schema.json", summary="JSON Schema of the WebSocket messages")
+    @app.get("/v1/protocol.schema.json", summary="JSON Schema of the WebSocket messages",
+             responses=errors_doc(500))
     async def schema() -> dict[str, Any]:
         return json_schema()
 
     @app.post("/v1/ask", summary="Answer a question, streamed as Server-Sent Events",
               response_class=StreamingResponse,
-              responses={200: {"content": {"text/event-stream": {}},
-                               "description": "protocol events, one SSE event each"}})
+              responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+                               "description": "protocol events, one SSE event each, up to "
+                                              "the terminal `done` or `error`"},
+                         **errors_doc(400, 401, 403, 413, 429, 503, 500)})
     async def ask(body: AskBody, st: ServerState = Depends(state),  # noqa: B008
                   who: str = Depends(client)) -> StreamingResponse:
         stream = sse_answer(st, body.model_dump(exclude_none=True), who)
@@ -219,8 +245,34 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 async def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
-    return JSONResponse({"error": {"code": exc.code.value, "message": exc.message}},
-                        status_code=STATUS.get(exc.code, 500), headers=headers)
+    return JSONResponse(error_json(exc.code, exc.message), status_code=STATUS.get(exc.code, 500),
+                        headers=headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors, with protocol codes. Nothing in this app
+    raises them itself: a 400 is FastAPI failing to decode a JSON body."""
+    status = exc.status_code
+    path = request.url.path
+    if status == 400:
+        code, message = ErrorCode.BAD_JSON, ("the request body is not valid JSON (not UTF-8, "
+                                             "or nested too deeply)")
+    elif status == 404:
+        code, message = ErrorCode.NOT_FOUND, f"no route {path}"
+    elif status == 405:
+        code, message = ErrorCode.BAD_MESSAGE, f"{request.method} is not allowed on {path}"
+    else:
+        code = (ErrorCode.TOO_LARGE if status == 413 else
+                ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_MESSAGE)
+        message = str(exc.detail)
+    return JSONResponse(error_json(code, message), status_code=status, headers=exc.headers)
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: `internal` (500) without details; Starlette re-raises `exc`, so uvicorn logs its
+    traceback."""
+    return JSONResponse(error_json(ErrorCode.INTERNAL, "an internal error; see the server log"),
+                        status_code=500)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,7 +25,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
           ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413, ErrorCode.NOT_READY: 503,
-          ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400}
+          ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400, ErrorCode.NOT_FOUND: 404,
+          ErrorCode.INTERNAL: 500}
+"""The HTTP status of each code an HTTP route can fail with (500 for any other)."""
 CORS_METHODS = b"GET, POST"
 CORS_HEADERS = b"authorization, content-type"
 CORS_MAX_AGE_S = b"600"
@@ -102,10 +104,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return bytes(body)
 
 
+def error_json(code: ErrorCode, message: str) -> dict[str, Any]:
+    """The body of every HTTP error response: `{"error": {"code", "message"}}`."""
+    return {"error": {"code": code.value, "message": message}}
+
+
 async def _send_error(send: Send, exc: AgentError, headers: list[tuple[bytes, bytes]] | None = None
                       ) -> None:
     """The `{"error": {"code", "message"}}` response of a refusal, sent as plain ASGI."""
-    body = json.dumps({"error": {"code": exc.code.value, "message": exc.message}}).encode()
+    body = json.dumps(error_json(exc.code, exc.message)).encode()
     extra = [(b"www-authenticate", b"Bearer")] if exc.code is ErrorCode.UNAUTHORIZED else []
     await send({"type": "http.response.start", "status": STATUS.get(exc.code, 500),
                 "headers": [(b"content-type", b"application/json"),
