@@ -3,9 +3,12 @@
 // from documents, questions or answers is inserted with textContent, never as HTML.
 import { AgentClient } from "./bridge.js";
 import { Chat, bootView, el } from "./chat.js";
+import { checkServerUrl } from "./server-link.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { kb: "default", kbs: [], ingesting: null };
+// `server`: the agent server this page configured ({url, origin}), or null; `link`: its
+// link's state as the worker last reported it (off, reconnecting, connected).
+const state = { kb: "default", kbs: [], ingesting: null, server: null, link: "off" };
 const KINDS = { html: "html", htm: "html", md: "markdown", markdown: "markdown", rst: "rst", txt: "text", text: "text" };
 
 function setPill(id, st, text) {
@@ -40,14 +43,25 @@ const SERVER_MESSAGES = {
 // way (unattributed progress events with stage "server").
 function onBootEvent(event) {
   if (event.id === null && event.type === "progress" && event.stage === "server") {
-    const labels = { connected: "server: connected", reconnecting: "server: reconnecting…", off: "server" };
-    $("server").hidden = event.message === "off";
-    setPill("server", event.message, labels[event.message] ?? event.message);
+    state.link = event.message;
+    showServer();
     // The settings' message follows the link too, or it would still say "Connected" after a drop.
     if (SERVER_MESSAGES[event.message]) $("server-message").textContent = SERVER_MESSAGES[event.message];
     return;
   }
   bootEvents(event);
+}
+
+// While a server is configured, its origin is always on show, with its link's state and the
+// one-click way to drop it.
+function showServer() {
+  const server = state.server;
+  const link = server ? state.link : "off";
+  const labels = { connected: "connected", reconnecting: "reconnecting…", off: "connecting…" };
+  $("server").hidden = !server;
+  $("server-forget").hidden = !server;
+  setPill("server", link === "off" ? "reconnecting" : link,
+    server ? `server: ${server.origin} — ${labels[link] ?? link}` : "server");
 }
 
 // "ready" alone would hide that answers come from keyword search only when the model failed,
@@ -77,6 +91,8 @@ window.wasmagentClient = client;
 const chat = new Chat({
   client,
   kb: () => state.kb,
+  // The origin an answer may come from: the server this page is linked to as it is asked.
+  server: () => (state.server && state.link === "connected" ? state.server.origin : null),
   after: () => refreshDiagnostics(),
   onError: (question, err) => {
     if (err.code === "storage_failed") storageProblem(err.message);
@@ -281,21 +297,48 @@ async function registerServiceWorker() {
 }
 
 // ---- optional agent server (LLM answers) ---------------------------------------------------
-// The URL and token are kept in this browser's localStorage so the link comes back after a
+// The server receives every question with the top passages of the user's documents, and its
+// text is shown as the answer: nothing is sent to a server the user did not choose in this
+// page. An address from a link (`?server=`) is only offered (#server-confirm, showing its
+// origin); only "Connect" there, or the settings form, connects and saves it. The URL and token
+// are kept in this browser's localStorage, marked confirmed, so the link comes back after a
 // reload; the token never appears in a URL.
 const SERVER_KEY = "wasmagent.server";
 
 async function connectServer(url, token) {
-  $("server-message").textContent = url ? `Connecting to ${url}…` : "Disconnecting…";
+  const checked = checkServerUrl(url);
+  if (checked.error) {
+    $("server-message").textContent = checked.error;
+    return false;
+  }
+  state.server = { url: checked.url, origin: checked.origin };
+  state.link = "off";
+  showServer();
+  localStorage.setItem(SERVER_KEY, JSON.stringify({ url: checked.url, token: token || null, confirmed: true }));
+  $("server-message").textContent = `Connecting to ${checked.origin}…`;
   try {
-    const { result } = await client.request("server.connect", url ? { url, ...(token ? { token } : {}) } : {});
-    if (url) localStorage.setItem(SERVER_KEY, JSON.stringify({ url, token: token || null }));
-    else localStorage.removeItem(SERVER_KEY);
-    $("server-message").textContent = !url
-      ? "Disconnected: answers come from this browser only."
-      : result.connected
-        ? SERVER_MESSAGES.connected
-        : `Not connected yet (${result.last_error || "no answer"}); retrying in the background.`;
+    const { result } = await client.request("server.connect", { url: checked.url, ...(token ? { token } : {}) });
+    if (state.server?.url !== checked.url) return false; // forgotten or replaced meanwhile
+    $("server-message").textContent = result.connected
+      ? SERVER_MESSAGES.connected
+      : `Not connected yet (${result.last_error || "no answer"}); retrying in the background.`;
+    return true;
+  } catch (err) {
+    $("server-message").textContent = `${err.message} (${err.code})`;
+    return false;
+  }
+}
+
+// One click: the link closes and nothing is left in this browser to bring it back.
+async function forgetServer() {
+  localStorage.removeItem(SERVER_KEY);
+  state.server = null;
+  state.link = "off";
+  showServer();
+  dropServerParam();
+  $("server-message").textContent = "Disconnected: answers come from this browser only.";
+  try {
+    await client.request("server.connect", {});
   } catch (err) {
     $("server-message").textContent = `${err.message} (${err.code})`;
   }
@@ -303,18 +346,84 @@ async function connectServer(url, token) {
 
 $("server-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  connectServer($("server-url").value.trim(), $("server-token").value.trim());
+  connectServer($("server-url").value, $("server-token").value.trim());
 });
-$("server-disconnect").addEventListener("click", () => connectServer(null));
+$("server-disconnect").addEventListener("click", forgetServer);
+$("server-forget").addEventListener("click", forgetServer);
+// Forgotten in another tab of this app (or its storage cleared): forgotten here too.
+addEventListener("storage", (e) => {
+  if ((e.key === SERVER_KEY || e.key === null) && !localStorage.getItem(SERVER_KEY) && state.server) forgetServer();
+});
+
+function dropServerParam() {
+  const here = new URL(location.href);
+  if (!here.searchParams.has("server")) return;
+  here.searchParams.delete("server");
+  history.replaceState(history.state, "", here.href);
+}
 
 function savedServer() {
-  const fromUrl = new URLSearchParams(location.search).get("server");
-  if (fromUrl) return { url: fromUrl, token: null };
   try {
-    return JSON.parse(localStorage.getItem(SERVER_KEY) || "null");
+    const saved = JSON.parse(localStorage.getItem(SERVER_KEY) || "null");
+    return typeof saved?.url === "string" ? saved : null;
   } catch {
     return null;
   }
+}
+
+// Ask before using an address the user did not enter here. Resolves once they decided.
+function offerServer(url, token = null, intro = "The link you opened asks this app to use the server") {
+  const checked = checkServerUrl(url);
+  const dialog = $("server-confirm");
+  const refused = Boolean(checked.error);
+  let shown = String(url);
+  try {
+    shown = new URL(shown).origin;
+  } catch { /* not a URL: shown as given */ }
+  $("server-confirm-title").textContent = refused ? "This server address is refused" : "Connect to this agent server?";
+  $("server-confirm-intro").textContent = refused ? "The link you opened asks this app to use the server" : intro;
+  $("server-confirm-origin").textContent = refused ? shown : checked.origin;
+  $("server-confirm-what").hidden = refused;
+  $("server-confirm-error").hidden = !refused;
+  $("server-confirm-error").textContent = refused ? `${checked.error} Nothing was sent to it.` : "";
+  $("server-confirm-yes").hidden = refused;
+  $("server-confirm-no").textContent = refused ? "Close" : "Don’t connect";
+  dialog.returnValue = "";
+  dialog.showModal();
+  $("server-confirm-no").focus(); // the safe choice has the focus: Enter never connects
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", async () => {
+      dropServerParam();
+      if (!refused && dialog.returnValue === "connect") {
+        $("server-url").value = checked.url;
+        await connectServer(checked.url, token);
+        resolve(true);
+      } else {
+        if (!refused) $("server-message").textContent = `Not connected to ${checked.origin}: answers come from this browser.`;
+        resolve(false);
+      }
+    }, { once: true });
+  });
+}
+
+// Before the agent is ready: a link's server address is offered at once, never used.
+const linked = new URLSearchParams(location.search).get("server");
+const saved = savedServer();
+if (saved && !(saved.confirmed && !checkServerUrl(saved.url).error)) {
+  // Saved by an older version without asking (possibly from a link), or no longer allowed:
+  // not used until the user confirms it.
+  localStorage.removeItem(SERVER_KEY);
+}
+const trusted = saved?.confirmed && !checkServerUrl(saved.url).error ? saved : null;
+if (linked !== null && trusted && checkServerUrl(linked).url === trusted.url) dropServerParam();
+else if (linked !== null) offerServer(linked);
+else if (saved && !trusted && !checkServerUrl(saved.url).error) {
+  offerServer(saved.url, saved.token, "This browser has a server saved from an earlier version of the app, which did not ask first:");
+}
+if (trusted) {
+  state.server = { url: checkServerUrl(trusted.url).url, origin: checkServerUrl(trusted.url).origin };
+  $("server-url").value = state.server.url;
+  showServer();
 }
 
 registerServiceWorker().catch((err) => console.warn("service worker:", err));
@@ -322,9 +431,5 @@ client.ready.then(async () => {
   await refreshKbs();
   await chat.restoreHistory();
   resumeIngestions().catch((err) => message(`Could not resume adding documents: ${err.message}`));
-  const saved = savedServer();
-  if (saved?.url) {
-    $("server-url").value = saved.url;
-    await connectServer(saved.url, saved.token);
-  }
+  if (trusted && state.server?.url === trusted.url) await connectServer(trusted.url, trusted.token);
 });

@@ -50,14 +50,20 @@ function highlighted(text, quote) {
   return p;
 }
 
+const SERVER_ROUTES = new Set(["llm", "llm_fallback"]);
+
 export class Chat {
   // `kb()` names the knowledge base questions go to. `ready` is awaited before a question is
   // sent (the widget holds questions until the owner's tools are loaded). `onAnswer(question,
   // answer)` and `onError(question, error)` see every outcome, typed or asked through `ask`.
   // `contained`: the log scrolls itself (the widget), so a new message scrolls only the log;
   // scrollIntoView could also scroll the pages around the frame.
-  constructor({ client, root = document, kb = () => "default", ready = Promise.resolve(), onAnswer, onError, after, contained = false } = {}) {
+  // `server()` names the origin of the agent server answers may come from now (or null): an
+  // answer the server wrote (route llm, llm_fallback) is labelled with it, so its text is never
+  // taken for one computed from the user's documents in this browser.
+  constructor({ client, root = document, kb = () => "default", server = () => null, ready = Promise.resolve(), onAnswer, onError, after, contained = false } = {}) {
     this.client = client;
+    this.server = server;
     this.contained = contained;
     this.root = root;
     this.kb = kb;
@@ -74,6 +80,20 @@ export class Chat {
     this.$("log").append(div);
     this._reveal(div);
     return div;
+  }
+
+  // Label `reply` as written by a server: `origin` while it streams (null: not from a server),
+  // then by the answer's route.
+  markOrigin(reply, origin, route) {
+    reply.querySelector(".from")?.remove();
+    const fromServer = route === undefined ? Boolean(origin) : SERVER_ROUTES.has(route);
+    reply.classList.toggle("remote", fromServer);
+    if (!fromServer) return;
+    const where = origin ? `the server ${origin}` : "an agent server";
+    const text = route === "llm_fallback"
+      ? `Started by ${where}, finished in this browser`
+      : `Answer from ${where}`;
+    reply.prepend(el("span", { className: "from", textContent: text }));
   }
 
   _reveal(node) {
@@ -124,6 +144,8 @@ export class Chat {
     let streamed = "";
     let answered = null;
     const kb = this.kb();
+    const origin = this.server();
+    this.markOrigin(reply, origin);
     try {
       await this.ready;
       const { answer } = await this.client.ask(text, {
@@ -134,6 +156,7 @@ export class Chat {
         },
       });
       body.textContent = answer.text;
+      this.markOrigin(reply, origin, answer.route);
       this.renderSources(reply, answer.citations, kb);
       this._reveal(reply);
       this.onAnswer?.(text, answer);
@@ -142,12 +165,14 @@ export class Chat {
       if (answered) {
         // The answer arrived but could not be saved (full storage): keep it, and say so.
         body.textContent = answered.text;
+        this.markOrigin(reply, origin, answered.route);
         this.renderSources(reply, answered.citations, kb);
         reply.append(el("p", { className: "note", textContent: `${err.message} (${err.code})` }));
         this.onError?.(text, err);
         return answered;
       }
       reply.classList.add("error");
+      this.markOrigin(reply, null, "error"); // the error is this browser's own words
       body.textContent = `${err.message} (${err.code})`;
       this.onError?.(text, err);
       throw err;
@@ -182,6 +207,7 @@ export class Chat {
       for (const item of result.items) {
         this.say("user", item.question);
         const reply = this.say("agent", item.answer);
+        this.markOrigin(reply, null, item.route);
         this.renderSources(reply, item.citations, this.kb());
       }
     } catch {

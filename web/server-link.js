@@ -5,6 +5,33 @@
 const PROTOCOL = "wasmagent.v1";
 const MAX_BACKOFF_MS = 30_000;
 
+// Whether a server address may be used: the server receives every question and the top
+// passages of the user's documents, so only an encrypted `wss://` address, or `ws://` to this
+// computer itself (127.0.0.0/8, localhost, [::1]), is accepted. Returns {url, origin} or
+// {error} (a sentence for the user). The page checks before it asks; the link checks again.
+export function checkServerUrl(raw) {
+  let parsed;
+  try {
+    parsed = new URL(String(raw ?? "").trim());
+  } catch {
+    return { error: "This is not a valid server address: it should look like wss://host/v1/ws." };
+  }
+  const host = parsed.hostname.toLowerCase();
+  const loopback = host === "localhost" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
+  if (parsed.protocol === "wss:" || (parsed.protocol === "ws:" && loopback)) {
+    if (parsed.username || parsed.password) {
+      return { error: "A server address must not contain a user name or password: use the access token field." };
+    }
+    parsed.hash = "";
+    return { url: parsed.href, origin: parsed.origin };
+  }
+  const shown = ["ws:", "wss:", "http:", "https:"].includes(parsed.protocol) ? parsed.origin : parsed.protocol;
+  if (parsed.protocol === "ws:") {
+    return { error: `${shown} is refused: an unencrypted ws:// address is allowed only to this computer (localhost, 127.0.0.1, [::1]); use wss:// for any other server.` };
+  }
+  return { error: `${shown} is refused: a server address must start with wss:// (or ws:// to this computer).` };
+}
+
 export function createLink({ onState = () => {} } = {}) {
   let url = null;
   let token = null;
@@ -83,6 +110,12 @@ export function createLink({ onState = () => {} } = {}) {
   // Configure the server and wait (up to `waitMs`) for the first connection.
   function connect(newUrl, newToken = null, waitMs = 5000) {
     disconnect();
+    const checked = checkServerUrl(newUrl);
+    if (checked.error) {
+      lastError = checked.error;
+      onState(state());
+      return Promise.resolve(false);
+    }
     url = newUrl;
     token = newToken;
     attempt = 0;
