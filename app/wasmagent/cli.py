@@ -77,7 +77,7 @@ def _server(args: argparse.Namespace) -> int:
         rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
         max_document_bytes=args.max_document_bytes, threads=args.threads,
         insecure_no_auth=args.insecure_no_auth, job_lease_s=args.job_lease,
-        loop=args.loop)
+        loop=args.loop, shared_kbs=frozenset(args.shared_kb))
     return run(config)
 
 
@@ -109,6 +109,10 @@ def _add_server(commands: Any) -> None:
                         help="after a crash, durable jobs (ingestions) resume on this or another "
                              "server process once their lease of this many seconds lapses")
     server.add_argument("--tokens", type=Path, help="file of 'client sha256' lines; enables auth")
+    server.add_argument("--shared-kb", action="append", default=[], metavar="NAME",
+                        help="with --tokens, each client has its own knowledge bases, history "
+                             "and jobs; this knowledge base (repeat for more) is the "
+                             "operator's, readable by every client and changed by none")
     server.add_argument("--insecure-no-auth", action="store_true",
                         help="allow serving a non-loopback address without tokens")
     server.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",

@@ -52,6 +52,9 @@ class ErrorCode(StrEnum):
     """The server needs a valid bearer token."""
     FORBIDDEN_ORIGIN = "forbidden_origin"
     """The browser origin is not on the server's allowlist."""
+    FORBIDDEN = "forbidden"
+    """This client may read the named data but not change it: a knowledge base the server's
+    operator shares with every client (`--shared-kb`) takes no ingestion and no deletion."""
     RATE_LIMITED = "rate_limited"
     """This client sent more requests than its rate limit allows; retry later."""
     INTERNAL = "internal"

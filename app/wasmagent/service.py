@@ -4,14 +4,23 @@
 library, tools, router, pipeline and telemetry, and registers a handler for every request kind.
 A host without a model (`host.inference is None`) still gets a working agent: lexical search,
 tools and canned replies, with `status` saying the model is missing.
+
+Tenants (`tenancy.py`): `connect(sink, tenant=NAME)` gives an input edge whose every handler
+acts in that tenant's namespace: its own knowledge bases, history, conversations and durable
+jobs; nothing of another tenant's is visible to it, by listing or by name (`not_found`), and
+`data.clear` clears only its own. Knowledge bases named in `shared` are the operator's
+(the un-prefixed namespace), readable by the tenant and never changed by it (`forbidden`).
+`tenant=None` is the single tenant of a browser or of a server without tokens: the store's
+un-prefixed keys, exactly as before tenancy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from functools import partial
 from typing import Any, NoReturn
 
 from .agent import USER_CANCEL, Admit, Agent, Sink
@@ -46,9 +55,11 @@ from .protocol import (
     Result,
     ToolsLoad,
 )
+from .runtime.batcher import Priority
 from .runtime.context import Context
 from .runtime.watchdog import Stall, Watchdog
 from .telemetry import Telemetry
+from .tenancy import PrefixStore, Scope, tenant_prefix
 from .text.tokenizer import WordPieceTokenizer
 from .tools import default_tools, parse_tool_request
 from .tools.owner import SiteTools, ToolCall
@@ -81,6 +92,8 @@ class Service:
             self.embedder = Embedder(host.inference, self.tokenizer, clock=host.clock)
             intent = IntentClassifier(host.inference, intent_labels or INTENT_LABELS)
         self.library = Library(self.store, host.vectors, self.embedder, clock=host.clock)
+        self._libraries: dict[str, Library] = {}
+        """Each tenant's knowledge bases, made on first use (`library_of`)."""
         self.workflows = Workflows(self.store, host.clock, lease_s=job_lease_s)
         self.workflows.register("ingest", self._ingest_job)
         self.tools = default_tools(clock=host.clock)
@@ -108,23 +121,48 @@ class Service:
         self._watching: asyncio.Task[None] | None = None
         self.agent = self.connect(sink)
 
-    def connect(self, sink: Sink, admit: Admit | None = None) -> Agent:
+    def connect(self, sink: Sink, admit: Admit | None = None, *, tenant: str | None = None,
+                shared: Iterable[str] = ()) -> Agent:
         """A new input edge onto this same core, whose events go to `sink` (one per client
-        connection on the server; the browser has just one)."""
-        agent = Agent(self.host, sink, status_extra=self.status_extra, admit=admit)
-        agent.route(Ask, self.pipeline.ask)
-        agent.route(Ingest, self._ingest)
+        connection on the server; the browser has just one), acting for `tenant` with the
+        `shared` knowledge bases readable (see the module docstring). Raises `ValueError`
+        for a tenant name that cannot be one (`tenancy.check_tenant`)."""
+        scope = self.scope(tenant, shared)
+        status = self.status_extra if tenant is None else self._tenant_status
+        agent = Agent(self.host, sink, status_extra=status, admit=admit)
+        agent.route(Ask, partial(self.pipeline.ask, scope=scope))
+        agent.route(Ingest, partial(self._ingest, scope))
         agent.route(Embed, self._embed)
-        agent.route(KbList, self._kb_list)
-        agent.route(KbDelete, self._kb_delete)
-        agent.route(KbPassage, self._kb_passage)
-        agent.route(HistoryList, self._history)
-        agent.route(DataClear, self._clear)
-        agent.route(JobsList, self._jobs_list)
-        agent.route(JobsGet, self._jobs_get)
-        agent.route(JobsCancel, self._jobs_cancel)
-        agent.route(JobsWatch, self._jobs_watch)
+        agent.route(KbList, partial(self._kb_list, scope))
+        agent.route(KbDelete, partial(self._kb_delete, scope))
+        agent.route(KbPassage, partial(self._kb_passage, scope))
+        agent.route(HistoryList, partial(self._history, scope))
+        agent.route(DataClear, partial(self._clear, scope))
+        agent.route(JobsList, partial(self._jobs_list, scope))
+        agent.route(JobsGet, partial(self._jobs_get, scope))
+        agent.route(JobsCancel, partial(self._jobs_cancel, scope))
+        agent.route(JobsWatch, partial(self._jobs_watch, scope))
         return agent
+
+    def library_of(self, tenant: str | None) -> Library:
+        """`tenant`'s knowledge bases (the operator's for None), over its own key prefix."""
+        if tenant is None:
+            return self.library
+        library = self._libraries.get(tenant)
+        if library is None:
+            store = PrefixStore(self.store, tenant_prefix(tenant))
+            library = Library(store, self.host.vectors, self.embedder, clock=self.host.clock)
+            self._libraries[tenant] = library
+        return library
+
+    def scope(self, tenant: str | None, shared: Iterable[str] = ()) -> Scope:
+        """What an edge of `tenant` reaches; `shared` matters only for a tenant (the
+        operator's knowledge bases are all its own)."""
+        library = self.library_of(tenant)
+        history = None if self.host.store is None else library.store
+        if tenant is None:
+            return Scope(None, library, history)
+        return Scope(tenant, library, history, frozenset(shared), self.library)
 
     def start(self) -> Agent:
         """Start the pipeline, and resume journaled jobs (now, then whenever a lease lapses:
@@ -141,7 +179,8 @@ class Service:
             await asyncio.gather(self._watching, return_exceptions=True)
         await self.workflows.aclose()
         await self.pipeline.aclose()
-        await self.library.aclose()
+        for library in (self.library, *self._libraries.values()):
+            await library.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
 
@@ -159,6 +198,13 @@ class Service:
         """`ok` unless a stage is stuck with work waiting; the stuck stages, named."""
         stalls = self.watchdog.check()
         return {"ok": not stalls, "stalled": [stall.to_dict() for stall in stalls]}
+
+    def _tenant_status(self) -> dict[str, Any]:
+        """`status` for a tenant: without the metrics and recent log lines, which name other
+        clients and their requests."""
+        extra = self.status_extra()
+        del extra["metrics"], extra["log"]
+        return extra
 
     def status_extra(self) -> dict[str, Any]:
         batcher = self.embedder.batcher if self.embedder else None
@@ -183,20 +229,23 @@ class Service:
 
     async def _ingest_job(self, run: Run, job: dict[str, Any]) -> dict[str, Any]:
         documents = [DocumentIn(**d) for d in job["documents"]]
-        report = await ingest(self.library, job["kb"], documents, step=run.step,
-                              progress=run.progress)
+        report = await ingest(self.library_of(run.record.tenant), job["kb"], documents,
+                              step=run.step, progress=run.progress)
         return report.to_dict()
 
-    async def _ingest(self, request: Ingest, emit: Callable[[Event], None]) -> None:
+    async def _ingest(self, scope: Scope, request: Ingest, emit: Callable[[Event], None]
+                      ) -> None:
+        _writable(scope, request.kb)
         job_input = {"kb": request.kb, "documents": [asdict(d) for d in request.documents]}
         title = f"add {len(request.documents)} document(s) to {request.kb}"
         with self.telemetry.timer("ingest", request_id=request.id):
             try:
-                job_id = await self.workflows.start("ingest", job_input, title=title)
+                job_id = await self.workflows.start("ingest", job_input, title=title,
+                                                    tenant=scope.tenant)
             except AgentError as exc:
                 if exc.code is not ErrorCode.STORAGE:
                     raise
-                await self._ingest_unsaved(request, emit)
+                await self._ingest_unsaved(scope, request, emit)
             try:
                 record = await self._follow(job_id, request.id, emit)
             except asyncio.CancelledError as exc:
@@ -206,18 +255,19 @@ class Service:
             except AgentError as exc:
                 if exc.code is not ErrorCode.STORAGE:
                     raise
-                await self._ingest_unsaved(request, emit)
+                await self._ingest_unsaved(scope, request, emit)
         emit(Result(request.id, {**(record.result or {}), "job": job_id}))
 
-    async def _ingest_unsaved(self, request: Ingest, emit: Callable[[Event], None]) -> NoReturn:
+    async def _ingest_unsaved(self, scope: Scope, request: Ingest,
+                              emit: Callable[[Event], None]) -> NoReturn:
         """The store refused the job (full quota): index in memory for this session, then
         report the storage failure."""
 
         def progress(done: int, total: int, message: str) -> None:
             emit(Progress(request.id, "ingest", done, total, message))
 
-        error = await self.library.ingest_unsaved(request.kb, request.documents,
-                                                  progress=progress)
+        error = await scope.library.ingest_unsaved(request.kb, request.documents,
+                                                   progress=progress)
         raise error or AgentError(ErrorCode.STORAGE, "the documents could not be saved")
 
     async def _follow(self, job_id: str, request_id: str, emit: Callable[[Event], None]
@@ -236,17 +286,30 @@ class Service:
         code = ErrorCode(error.get("code", ErrorCode.INTERNAL.value))
         raise AgentError(code, error.get("message", f"job {job_id} failed"))
 
-    async def _jobs_list(self, request: JobsList, emit: Callable[[Event], None]) -> None:
-        jobs = await self.workflows.recent(request.limit)
+    async def _job(self, scope: Scope, job_id: str) -> JobRecord:
+        """A job of this scope's tenant; another tenant's is `not_found`, as a missing one."""
+        record = await self.workflows.get(job_id)
+        if record.tenant != scope.tenant:
+            raise AgentError(ErrorCode.NOT_FOUND, f"there is no job {job_id!r}")
+        return record
+
+    async def _jobs_list(self, scope: Scope, request: JobsList, emit: Callable[[Event], None]
+                         ) -> None:
+        jobs = await self.workflows.recent(request.limit, tenant=scope.tenant)
         emit(Result(request.id, {"jobs": [job.public() for job in jobs]}))
 
-    async def _jobs_get(self, request: JobsGet, emit: Callable[[Event], None]) -> None:
-        emit(Result(request.id, (await self.workflows.get(request.job)).public()))
+    async def _jobs_get(self, scope: Scope, request: JobsGet, emit: Callable[[Event], None]
+                        ) -> None:
+        emit(Result(request.id, (await self._job(scope, request.job)).public()))
 
-    async def _jobs_cancel(self, request: JobsCancel, emit: Callable[[Event], None]) -> None:
+    async def _jobs_cancel(self, scope: Scope, request: JobsCancel,
+                           emit: Callable[[Event], None]) -> None:
+        await self._job(scope, request.job)  # (a job's tenant never changes)
         emit(Result(request.id, (await self.workflows.cancel(request.job)).public()))
 
-    async def _jobs_watch(self, request: JobsWatch, emit: Callable[[Event], None]) -> None:
+    async def _jobs_watch(self, scope: Scope, request: JobsWatch, emit: Callable[[Event], None]
+                          ) -> None:
+        await self._job(scope, request.job)
         record = await self._follow(request.job, request.id, emit)
         emit(Result(request.id, record.public()))
 
@@ -254,35 +317,49 @@ class Service:
         if self.embedder is None:
             raise AgentError(ErrorCode.NOT_READY, "the embedding model is not loaded")
         ctx = Context(request.id, clock=self.host.clock)
-        vectors = await self.embedder.embed(request.texts, ctx=ctx)
+        # Bulk work: any client's question goes first (it waits at most for the batch already
+        # running), so one client embedding thousands of texts cannot starve the others' asks.
+        vectors = await self.embedder.embed(request.texts, ctx=ctx, priority=Priority.BACKGROUND)
         emit(Result(request.id, {"dim": EMBEDDING_DIM,
                                  "vectors": [[round(x, 6) for x in v] for v in vectors]}))
 
-    async def _kb_list(self, request: KbList, emit: Callable[[Event], None]) -> None:
-        names = await self.library.names()
+    async def _kb_list(self, scope: Scope, request: KbList, emit: Callable[[Event], None]
+                       ) -> None:
+        """The scope's knowledge bases, then the shared ones that exist (`shared: true`)."""
         details = []
-        for name in names:
-            kb = await self.library.get(name)
+        for name in await scope.library.names():
+            if scope.is_shared(name):
+                continue  # for a tenant, that name means the shared one
+            kb = await scope.library.get(name)
             details.append({"name": name, "chunks": len(kb), "sources": len(kb.sources)})
+        for name in sorted(scope.shared if scope.shared_library is not None else ()):
+            found = await scope.library_for(name).fresh(name)
+            if found is not None:
+                details.append({"name": name, "chunks": len(found),
+                                "sources": len(found.sources), "shared": True})
         emit(Result(request.id, {"kbs": details, "default": DEFAULT_KB}))
 
-    async def _kb_delete(self, request: KbDelete, emit: Callable[[Event], None]) -> None:
-        if not await self.library.delete(request.kb):
+    async def _kb_delete(self, scope: Scope, request: KbDelete, emit: Callable[[Event], None]
+                         ) -> None:
+        _writable(scope, request.kb)
+        if not await scope.library.delete(request.kb):
             message = f"there is no knowledge base named {request.kb!r}"
             raise AgentError(ErrorCode.NOT_FOUND, message)
         emit(Result(request.id, {"deleted": request.kb}))
 
-
-    async def _kb_passage(self, request: KbPassage, emit: Callable[[Event], None]) -> None:
-        chunks = await self.library.passage(request.kb, request.source, request.anchor)
+    async def _kb_passage(self, scope: Scope, request: KbPassage, emit: Callable[[Event], None]
+                          ) -> None:
+        chunks = await scope.library_for(request.kb).passage(request.kb, request.source,
+                                                             request.anchor)
         if not chunks:
             raise AgentError(ErrorCode.NOT_FOUND, f"no passage {request.source}#{request.anchor}")
         emit(Result(request.id, {"source": request.source, "anchor": request.anchor,
                                  "title": chunks[0].title, "heading": chunks[0].heading,
                                  "texts": [c.text for c in chunks]}))
 
-    async def _history(self, request: HistoryList, emit: Callable[[Event], None]) -> None:
-        store = self._need_store()
+    async def _history(self, scope: Scope, request: HistoryList, emit: Callable[[Event], None]
+                       ) -> None:
+        store = _need(scope.history)
         if request.conversation is not None:
             turns = await conversation_turns(store, request.conversation, request.limit)
             emit(Result(request.id, {"items": turns}))
@@ -295,9 +372,11 @@ class Service:
                 records.append(json.loads(raw))
         emit(Result(request.id, {"items": records}))
 
-    async def _clear(self, request: DataClear, emit: Callable[[Event], None]) -> None:
-        store = self._need_store()
-        kbs = await self.library.clear()
+    async def _clear(self, scope: Scope, request: DataClear, emit: Callable[[Event], None]
+                     ) -> None:
+        """This scope's knowledge bases and history; shared knowledge bases stay."""
+        store = _need(scope.history)
+        kbs = await scope.library.clear()
         history = await store.keys("history/")
         await store.commit({}, [*history, *await store.keys("conv/")])
         emit(Result(request.id, {"knowledge_bases": kbs, "history": len(history)}))
@@ -313,9 +392,7 @@ class Service:
                                  "routes": len(loaded.rules)}))
 
     def _need_store(self) -> Store:
-        if self.host.store is None:
-            raise AgentError(ErrorCode.STORAGE, "this host has no storage")
-        return self.host.store
+        return _need(self.host.store)
 
     async def seed(self, name: str, dump: bytes) -> bool:
         """Install a shipped knowledge base unless one of that name already exists."""
@@ -324,6 +401,19 @@ class Service:
             return False
         await load_dump(store, dump, only=f"kb/{name}/")
         return True
+
+
+def _need(store: Store | None) -> Store:
+    if store is None:
+        raise AgentError(ErrorCode.STORAGE, "this host has no storage")
+    return store
+
+
+def _writable(scope: Scope, kb: str) -> None:
+    """Refuse a change to a knowledge base the operator shares read-only."""
+    if scope.is_shared(kb):
+        raise AgentError(ErrorCode.FORBIDDEN, f"the knowledge base {kb!r} is shared by the "
+                         "server's operator: it can be read, not changed")
 
 
 def build_agent(host: Host, sink: Sink, *, llm: Llm | None = None,

@@ -143,8 +143,9 @@ class Store(MemoryStore):
 class Rig:
     """One freshly assembled agent on the double ports, and the events of each client."""
 
-    def __init__(self, data: dict[str, bytes], clock: Clock | None = None) -> None:
-        self.model = Model()
+    def __init__(self, data: dict[str, bytes], clock: Clock | None = None,
+                 model: Model | None = None) -> None:
+        self.model = model or Model()
         self.vectors = Vectors()
         self.store = Store(data)
         self.events: list[dict[str, Any]] = []

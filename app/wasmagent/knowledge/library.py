@@ -5,6 +5,8 @@ browser tabs on one IndexedDB): an open knowledge base checks the stored meta at
 `refresh_s` seconds before answering and catches up with segments others committed.
 Ingestion itself is `knowledge/ingest.py`; this module supplies its steps (`add_batch`,
 `stage_index`), which stage writes and apply them to memory only once they are committed.
+A library over a `PrefixStore` (a tenant's) stages its writes prefixed: every step commits to
+the wrapped store (a durable job's, with its journal; or `direct_step`'s).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from ..retrieval.chunking import Chunk, ChunkDeduper, chunk_document
 from ..retrieval.extract import Kind, detect_kind, extract_sections
 from ..runtime.batcher import Priority
 from ..runtime.context import Context
+from ..tenancy import PrefixStaging, PrefixStore
 from ..workflow import Tx
 from .ingest import EMBED_GROUP, IngestReport, Progress, direct_step, ingest
-from .kb import KnowledgeBase
+from .kb import KnowledgeBase, Staging
 
 __all__ = ["IngestReport", "Library"]
 
@@ -35,6 +38,11 @@ class Library:
                  embedder: Embedder | None, *, clock: Clock | None = None,
                  refresh_s: float = 1.0) -> None:
         self.store: Store = store if store is not None else MemoryStore()
+        self._steps_store: Store = self.store
+        """Where ingestion steps commit: the store under the prefix, if there is one."""
+        self._prefix = ""
+        if isinstance(self.store, PrefixStore):
+            self._steps_store, self._prefix = self.store.inner, self.store.prefix
         self.vectors = vectors
         self.embedder = embedder
         self._clock = clock or LoopClock()
@@ -133,7 +141,8 @@ class Library:
                      ctx: Context | None = None, progress: Progress | None = None
                      ) -> IngestReport:
         """Add documents without a journal (CLI, benchmarks); the `ingest` job is durable."""
-        work = ingest(self, name, documents, step=direct_step(self.store), progress=progress)
+        work = ingest(self, name, documents, step=direct_step(self._steps_store),
+                      progress=progress)
         return await (work if ctx is None else ctx.run(work))
 
     async def ingest_unsaved(self, name: str, documents: Sequence[DocumentIn], *,
@@ -146,7 +155,7 @@ class Library:
             self._unsaved.add(name)
             failure.append(exc)
 
-        step = direct_step(self.store, refused=refused, saving=name not in self._unsaved)
+        step = direct_step(self._steps_store, refused=refused, saving=name not in self._unsaved)
         await ingest(self, name, documents, step=step, progress=progress)
         return failure[0] if failure else None
 
@@ -187,7 +196,7 @@ class Library:
             vectors = rows[0][:0]
             for row in rows:
                 vectors.extend(row)
-        meta = kb.stage_segment(tx, chunks, vectors)
+        meta = kb.stage_segment(self._staging(tx), chunks, vectors)
 
         async def apply() -> None:
             current = self._open.setdefault(kb.name, kb)
@@ -199,7 +208,7 @@ class Library:
     async def stage_index(self, name: str, tx: Tx) -> None:
         """The last ingestion step: save the BM25 index once, not per batch."""
         kb = await self.fresh(name, now=True)
-        meta = None if kb is None else kb.stage_lexical(tx)
+        meta = None if kb is None else kb.stage_lexical(self._staging(tx))
         if kb is None or meta is None:
             return
 
@@ -207,6 +216,9 @@ class Library:
             kb.apply_lexical(meta)
 
         tx.on_commit(apply)
+
+    def _staging(self, tx: Tx) -> Staging:
+        return PrefixStaging(tx, self._prefix) if self._prefix else tx
 
     def _chunks(self, doc: DocumentIn) -> tuple[list[Chunk], str | None]:
         """A document's chunks (kept for the next step: a long one spans several)."""

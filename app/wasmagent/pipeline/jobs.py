@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import AgentError
 from ..protocol import Ask, Event
 from ..runtime.context import Context
+from ..tenancy import Scope
 
 
 class Route(StrEnum):
@@ -70,6 +71,9 @@ class Job:
     reply: Reply | None = None
     saved: asyncio.Future[None] | None = None
     """Set once the answer is streamed: resolves when its history record is written."""
+    scope: Scope | None = None
+    """Whose knowledge bases the workers search and whose history the turn joins (set at the
+    input edge); None: the workers' and the pipeline's own (one tenant, as in the browser)."""
 
     def fail(self, error: AgentError) -> None:
         """End the job with an error; the input edge turns it into the `error` event."""

@@ -51,7 +51,7 @@ class LlmWorker:
                                   h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
         pieces: list[str] = []
         try:
-            turns = await self._turns(request.conversation)
+            turns = await self._turns(job)
             async for piece in self.llm.stream(request.text, passages, job.ctx, turns=turns,
                                                conversation=request.conversation):
                 pieces.append(piece)
@@ -65,10 +65,12 @@ class LlmWorker:
         return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
                      detail={"llm": self.llm.name, "passages": len(passages)}, streamed=True)
 
-    async def _turns(self, conversation: str | None) -> list[Turn]:
-        if conversation is None:
+    async def _turns(self, job: Job) -> list[Turn]:
+        conversation = job.request.conversation
+        store = self._library.store if job.scope is None else job.scope.history
+        if conversation is None or store is None:
             return []
-        saved = await conversation_turns(self._library.store, conversation, MAX_TURNS)
+        saved = await conversation_turns(store, conversation, MAX_TURNS)
         return [(t["question"], t["answer"]) for t in saved]
 
     def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError

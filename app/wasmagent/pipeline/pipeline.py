@@ -15,6 +15,8 @@
   request's `storage_failed` error after its answer — shown to the user, never silent.
 - A turn of a conversation is saved with an index entry `conv/<conversation>/<at>/<id>` in
   the same commit, so `conversation_turns` finds it from any process sharing the store.
+- A question asked with a `Scope` (a tenant's: `tenancy.py`) is answered from that scope's
+  knowledge bases and saved to that scope's history store; without one, to the pipeline's.
 - Each stage counts the work it *finishes* (a result or the job's own error; not a job that
   left because it was cancelled or ran out of time) and exposes its backlog, so a `Watchdog`
   can tell a stuck stage from a slow request (`watch`).
@@ -36,6 +38,7 @@ from ..runtime.channels import Channel, ChannelClosed, ChannelEmpty
 from ..runtime.context import Context
 from ..runtime.pool import WorkerPool
 from ..runtime.watchdog import Watchdog
+from ..tenancy import Scope
 from .jobs import Job, Reply, Route
 from .router import Router
 
@@ -78,7 +81,7 @@ class Pipeline:
         self.inbox: Channel[Job] = Channel(max_in_flight)
         self.work: Channel[Job] = Channel(max_in_flight)
         self.out: Channel[Job] = Channel(max_in_flight)
-        self.persist: Channel[tuple[dict[str, Any], asyncio.Future[None]]] = Channel(4096)
+        self.persist: Channel[Saving] = Channel(4096)
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self.in_flight = 0
@@ -119,13 +122,16 @@ class Pipeline:
 
     # -- the input edge ----------------------------------------------------------------------
 
-    async def ask(self, request: Ask, emit: Callable[[Event], None]) -> None:
-        """Answer one question through the stages; raises the job's `AgentError` on failure."""
+    async def ask(self, request: Ask, emit: Callable[[Event], None], *,
+                  scope: Scope | None = None) -> None:
+        """Answer one question through the stages, in `scope` (see the module docstring);
+        raises the job's `AgentError` on failure."""
         if self.in_flight >= self._max_in_flight:
             raise AgentError(ErrorCode.OVERLOADED, "too many questions in flight; retry shortly")
         ctx = Context(request.id, timeout=self._timeout, clock=self._clock)
         loop = asyncio.get_running_loop()
-        job = Job(request, ctx, emit, loop.create_future(), self._clock.monotonic())
+        job = Job(request, ctx, emit, loop.create_future(), self._clock.monotonic(),
+                  scope=scope)
         self.in_flight += 1
         try:
             if not self.inbox.try_send(job):
@@ -216,10 +222,11 @@ class Pipeline:
                     continue
                 finally:
                     self.finished["aggregate"] += 1
-                if self._store is not None:
+                store = self._store if job.scope is None else job.scope.history
+                if store is not None:
                     job.saved = asyncio.get_running_loop().create_future()
                     job.finish()
-                    await self.persist.send((record, job.saved))
+                    await self.persist.send((record, job.saved, store))
                 else:
                     job.finish()
 
@@ -256,28 +263,37 @@ class Pipeline:
                     self._saving = 0
                 self.finished["persist"] += 1
 
-    async def _save(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
-        assert self._store is not None
+    async def _save(self, batch: list[Saving]) -> None:
+        """One commit per store in the batch (per tenant: each has its own namespace)."""
+        by_store: dict[int, list[Saving]] = {}
+        for saving in batch:
+            by_store.setdefault(id(saving[2]), []).append(saving)
+        for group in by_store.values():
+            await self._save_to(group[0][2], group)
+
+    async def _save_to(self, store: Store, batch: list[Saving]) -> None:
         try:
-            await self._store.commit(_history_puts([record for record, _ in batch]))
+            await store.commit(_history_puts([record for record, _, _ in batch]))
         except Exception as exc:
             # Any failure, not only the store's own `AgentError`: the stage must outlive it, or
             # every later answer would wait for a save that never comes.
             err = exc if isinstance(exc, AgentError) else AgentError(
                 ErrorCode.STORAGE, f"{type(exc).__name__}: {exc}")
             self.persist_failures += len(batch)
-            log.warning("history not saved for %s: %s", ", ".join(r["id"] for r, _ in batch),
-                        err.message)
-            for _, saved in batch:
+            log.warning("history not saved for %s: %s",
+                        ", ".join(r["id"] for r, _, _ in batch), err.message)
+            for _, saved, _ in batch:
                 if not saved.done():
                     saved.set_exception(AgentError(
                         err.code, f"the answer was not saved: {err.message}"))
             return
-        for _, saved in batch:
+        for _, saved, _ in batch:
             if not saved.done():
                 saved.set_result(None)
 
 
+Saving = tuple[dict[str, Any], asyncio.Future[None], Store]
+"""A history record waiting in the persist stage, its `saved` future, and where it goes."""
 MAX_GROUP_COMMIT = 256
 STAGES = ("route", "work", "aggregate", "persist")
 LEFT = (ErrorCode.CANCELLED, ErrorCode.DEADLINE)

@@ -17,9 +17,14 @@ NO_KNOWLEDGE = ("There are no documents in this knowledge base yet. Add some wit
 
 async def search(library: Library, default_kb: str, job: Job) -> list[Hit] | None:
     """The asked knowledge base's best hits for the job's question; None when the question
-    names no knowledge base and the default one does not exist yet (nothing ingested)."""
+    names no knowledge base and the default one does not exist yet (nothing ingested).
+    The knowledge base is looked up in the job's scope (its client's, or a shared one), or in
+    `library` for a job without a scope."""
+    name = job.request.kb or default_kb
+    if job.scope is not None:
+        library = job.scope.library_for(name)
     try:
-        kb = await library.get(job.request.kb or default_kb)
+        kb = await library.get(name)
     except AgentError as exc:
         if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
             return None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..llm.chat import ChatConfig
+from ..tenancy import check_tenant
 from .security import OriginPolicy, TokenBook
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -44,13 +45,27 @@ class ServerConfig:
     """How long a durable job stays with a process that stopped renewing it (crashed) before
     another process (or this one, restarted) takes it over."""
     loop: str = "auto"
+    shared_kbs: frozenset[str] = frozenset()
+    """With tokens, every client is a tenant with its own knowledge bases, history and jobs;
+    these knowledge bases are the operator's, readable by every client, changed by none."""
 
     def check(self) -> None:
-        """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag."""
+        """Refuse an unsafe set-up: no tokens on a non-loopback address needs an explicit flag;
+        a token's client name must be able to name a tenant (`tenancy.check_tenant`)."""
         if self.host not in LOOPBACK and not self.tokens.enabled and not self.insecure_no_auth:
             raise SystemExit(
                 f"refusing to serve {self.host} without authentication: pass --tokens FILE "
                 "(see `python -m wasmagent token`) or --insecure-no-auth")
+        for client in self.tokens.clients.values():
+            try:
+                check_tenant(client)
+            except ValueError as exc:
+                raise SystemExit(f"the tokens file names a bad client: {exc}") from None
+
+    def tenant(self, client: str) -> str | None:
+        """Whose data a client's requests reach: with tokens, its own (the token's name);
+        without, everyone shares one namespace (the client name is only an address)."""
+        return client if self.tokens.enabled else None
 
 
 def database_url(flag: str | None) -> str:

@@ -24,7 +24,8 @@ from .sessions import Receive, Scope, Send, header
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN_ORIGIN: 403,
-          ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413, ErrorCode.NOT_READY: 503,
+          ErrorCode.FORBIDDEN: 403, ErrorCode.RATE_LIMITED: 429, ErrorCode.TOO_LARGE: 413,
+          ErrorCode.NOT_READY: 503,
           ErrorCode.BAD_MESSAGE: 400, ErrorCode.BAD_JSON: 400, ErrorCode.NOT_FOUND: 404,
           ErrorCode.INTERNAL: 500}
 """The HTTP status of each code an HTTP route can fail with (500 for any other)."""

@@ -34,20 +34,26 @@ TOKEN_SUBPROTOCOL = "bearer."
 POLICY_VIOLATION = 1008
 TOO_SLOW = 1013
 HANG_UP_GRACE_S = 5.0
+MAX_QUEUED_BYTES = 8 << 20
+"""Unsent event text one client may hold in the server (characters, ~bytes): 8 MB."""
 TERMINAL = ('{"v":1,"type":"done"', '{"v":1,"type":"error"')
 """How terminal events start (`Event.to_json`: compact, `v` then `type` first)."""
 
 
 class Outbox:
     """Events waiting for the client: synchronous `put` (the agent's sink is synchronous),
-    `take` waits for everything pending at once. More than `limit` waiting events marks the
-    outbox as overflowed and closes it: the client is too slow to keep up."""
+    `take` waits for everything pending at once. More than `limit` waiting events, or more
+    than `max_bytes` of them, marks the outbox as overflowed and closes it: the client is too
+    slow to keep up (or does not read at all: 20,000 unread `status` results once held 147 MB
+    of a server that counted only events)."""
 
-    __slots__ = ("_events", "_limit", "_waiter", "closed", "overflowed")
+    __slots__ = ("_bytes", "_events", "_limit", "_max_bytes", "_waiter", "closed", "overflowed")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = MAX_QUEUED_BYTES) -> None:
         self._events: list[str] = []
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.overflowed = False
@@ -55,11 +61,12 @@ class Outbox:
     def put(self, event: str) -> None:
         if self.closed:
             return
-        if len(self._events) >= self._limit:
+        if len(self._events) >= self._limit or self._bytes + len(event) > self._max_bytes:
             self.overflowed = True
             self.close()
             return
         self._events.append(event)
+        self._bytes += len(event)
         self._wake()
 
     def close(self) -> None:
@@ -83,6 +90,7 @@ class Outbox:
         if self.overflowed:
             self._events.clear()
         events, self._events = self._events, []
+        self._bytes = 0
         return events
 
 
@@ -157,7 +165,9 @@ def connect(state: ServerState, client: str, outbox: Outbox, *, charge: bool = T
         tracker.observe(event)
         outbox.put(utf8_safe(event))
 
-    agent = state.service.connect(sink, admit=admit(state, client, tracker, charge=charge))
+    config = state.config
+    agent = state.service.connect(sink, admit=admit(state, client, tracker, charge=charge),
+                                  tenant=config.tenant(client), shared=config.shared_kbs)
     agent.max_message_bytes = state.config.max_message_bytes
     return agent, tracker
 

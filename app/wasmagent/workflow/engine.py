@@ -19,6 +19,9 @@ Contract:
 - `resume()` claims every unfinished job whose lease has run out (or that is ours) and runs it
   from its last recorded step; `aclose()` stops local runs WITHOUT finishing them, so the next
   process (or page load) resumes them.
+- A job may belong to a tenant (`start(..., tenant=)`, kept in its record): one engine and one
+  journal serve every tenant, so resumption needs no list of tenants; `recent` lists one
+  tenant's jobs, and finished ones are forgotten per tenant (`keep_finished` each).
 """
 
 from __future__ import annotations
@@ -83,14 +86,15 @@ class Workflows:
 
     # -- starting and resuming ---------------------------------------------------------------
 
-    async def start(self, kind: str, input: Any, *, title: str = "") -> str:
-        """Journal a new job and start running it; returns its id."""
+    async def start(self, kind: str, input: Any, *, title: str = "",
+                    tenant: str | None = None) -> str:
+        """Journal a new job (of `tenant`) and start running it; returns its id."""
         if kind not in self._kinds:
             raise AgentError(ErrorCode.NOT_FOUND, f"there is no job kind {kind!r}")
         now = self.clock.wall()
         job_id = f"{int(now * 1000):012x}-{uuid.uuid4().hex[:8]}"
         record = JobRecord(job_id, kind, title, JobStatus.RUNNING, now, now, owner=self.owner,
-                           lease_until=now + self.lease_s, runs=1)
+                           lease_until=now + self.lease_s, runs=1, tenant=tenant)
         raw = record.encode()
         await self.store.commit({meta_key(job_id): raw,
                                  input_key(job_id): json.dumps(input).encode(),
@@ -216,14 +220,16 @@ class Workflows:
         metas = [k for k in await self.store.keys(JOB_PREFIX) if k.endswith("/meta")]
         if len(metas) <= self.keep_finished:
             return  # nothing to forget: spare reading every job's meta at each finish
-        finished = []
+        finished: dict[str | None, list[str]] = {}
         for key in metas:
             raw = await self.store.get(key)
-            if raw is not None and JobRecord.decode(raw).finished:
-                finished.append(key[len(JOB_PREFIX):-len("/meta")])
-        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
-            keys = await self.store.keys(f"{JOB_PREFIX}{job_id}/")
-            await self.store.commit({}, keys)
+            record = None if raw is None else JobRecord.decode(raw)
+            if record is not None and record.finished:
+                finished.setdefault(record.tenant, []).append(record.id)
+        for ids in finished.values():  # per tenant: one's many jobs never evict another's
+            for job_id in ids[:max(0, len(ids) - self.keep_finished)]:
+                keys = await self.store.keys(f"{JOB_PREFIX}{job_id}/")
+                await self.store.commit({}, keys)
 
     async def aclose(self) -> None:
         """Stop local runs without finishing them (they resume later) and the scanner."""
@@ -247,12 +253,21 @@ class Workflows:
             raise AgentError(ErrorCode.NOT_FOUND, f"there is no job {job_id!r}")
         return JobRecord.decode(raw)
 
-    async def recent(self, limit: int = 50) -> list[JobRecord]:
-        """Jobs newest first."""
+    async def recent(self, limit: int = 50, *, tenant: str | None = None) -> list[JobRecord]:
+        """The `limit` newest jobs of `tenant`, newest first."""
         metas = [k for k in await self.store.keys(JOB_PREFIX) if k.endswith("/meta")]
-        found = []
-        for key in reversed(metas[-limit:]):
-            found.append(await self.get(key[len(JOB_PREFIX):-len("/meta")]))
+        found: list[JobRecord] = []
+        for key in reversed(metas):
+            if len(found) >= limit:
+                break
+            try:
+                record = await self.get(key[len(JOB_PREFIX):-len("/meta")])
+            except AgentError as exc:
+                if exc.code is ErrorCode.NOT_FOUND:
+                    continue  # pruned meanwhile
+                raise
+            if record.tenant == tenant:
+                found.append(record)
         return found
 
     async def cancel(self, job_id: str) -> JobRecord:

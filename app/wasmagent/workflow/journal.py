@@ -67,6 +67,8 @@ class JobRecord:
     last_error: dict[str, str] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
+    tenant: str | None = None
+    """Whose job it is (`tenancy.py`): only that tenant's `jobs.*` requests see it."""
 
     @property
     def finished(self) -> bool:
@@ -80,7 +82,10 @@ class JobRecord:
         return replace(self, **changes)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        data = asdict(self)
+        if data["tenant"] is None:
+            del data["tenant"]  # the meta of a job without tenant is what it always was
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> JobRecord:
