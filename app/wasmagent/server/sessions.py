@@ -34,6 +34,8 @@ TOKEN_SUBPROTOCOL = "bearer."
 POLICY_VIOLATION = 1008
 TOO_SLOW = 1013
 HANG_UP_GRACE_S = 5.0
+MAX_OPEN_REQUESTS = 256
+"""Unfinished requests one connection may have at once."""
 MAX_QUEUED_BYTES = 8 << 20
 """Unsent event text one client may hold in the server (characters, ~bytes): 8 MB."""
 TERMINAL = ('{"v":1,"type":"done"', '{"v":1,"type":"error"')
@@ -107,6 +109,11 @@ class Tracker:
         self._client = client
         self._begun: dict[str, tuple[str, float]] = {}
 
+    @property
+    def open(self) -> int:
+        """Requests of this client that have not sent their terminal event yet."""
+        return len(self._begun)
+
     def begin(self, request: Request) -> None:
         if request.id not in self._begun:
             self._state.in_flight_requests += 1
@@ -142,6 +149,11 @@ def admit(state: ServerState, client: str, tracker: Tracker, *, charge: bool = T
     it twice halved every HTTP client's rate)."""
 
     def check(request: Request) -> None:
+        if tracker.open >= MAX_OPEN_REQUESTS:
+            # One connection may not hold the server's capacity: past this many unfinished
+            # requests it is refused until some finish (a `cancel` is always accepted).
+            raise AgentError(ErrorCode.OVERLOADED, f"over {MAX_OPEN_REQUESTS} requests of this "
+                             "connection are still running; wait for some to finish")
         if charge:
             state.limiter.take(client)
         if isinstance(request, Ingest):
