@@ -96,6 +96,10 @@ class OnnxInference:
                 raise AgentError(ErrorCode.NOT_FOUND, f"unknown model {model!r}")
             options = ort.SessionOptions()
             options.intra_op_num_threads = self._threads
+            # Idle intra-op threads sleep instead of spinning: on 2 cores the spinning threads
+            # took CPU from the event loop and the other requests. Measured: one short text
+            # 7.5 -> 3.5 ms of CPU per embedding for +0.3 ms latency; 32x128 batches unchanged.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             path = self._dir / self._files[model]
             self._sessions[model] = ort.InferenceSession(
