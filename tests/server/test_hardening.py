@@ -25,11 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from wasmagent.agent import Agent
-from wasmagent.ports import Host, LoopClock
-from wasmagent.protocol import Ask
-
-from ..support.processes import FakeUpstream, Server, make_token, start_fake, start_server
+from ..support.processes import FakeUpstream, Server, token_server
 from .conftest import QUESTION, RECV_TIMEOUT_S, sse_events, ws_client
 
 GOOD = "http://good.test"
@@ -41,20 +37,9 @@ QUERY_SECRET = "SECRET123"
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log_dir = tmp_path_factory.mktemp("hardened")
-    tokens_file = log_dir / "tokens.txt"
-    tokens = {"alice": make_token("alice", tokens_file)}
-    fake = start_fake(log_dir)
-    try:
-        srv = start_server(log_dir, fake, "--tokens", str(tokens_file), "--allow-origin", GOOD,
-                           "--rate", "0", "--max-message-bytes", str(LIMIT))
-        srv.tokens, srv.tokens_file = tokens, tokens_file
-        try:
-            yield srv
-        finally:
-            srv.proc.stop()
-    finally:
-        fake.stop()
+    with token_server(tmp_path_factory.mktemp("hardened"), ["alice"], "--allow-origin", GOOD,
+                      "--rate", "0", "--max-message-bytes", str(LIMIT)) as srv:
+        yield srv
 
 
 def auth(srv: Server) -> dict[str, str]:
@@ -229,26 +214,6 @@ def test_responses_to_an_allowed_origin_carry_cors_headers(hardened: Server) -> 
 
 
 # ---- item 11: a duplicate id does not end the running request ----------------------------
-
-
-async def test_a_duplicate_id_is_refused_without_that_id() -> None:
-    events: list[dict[str, Any]] = []
-    agent = Agent(Host(name="test", clock=LoopClock()), lambda raw: events.append(json.loads(raw)))
-    gate = asyncio.Event()
-
-    async def wait(request: Ask, emit: Any) -> None:
-        await gate.wait()
-
-    agent.route(Ask, wait)
-    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "one"}')
-    agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "two"}')
-    (refusal,) = [e for e in events if e["type"] == "error"]  # at once, before the first ends
-    assert refusal["id"] is None
-    assert refusal["code"] == "bad_message"
-    assert "'a'" in refusal["message"]
-    gate.set()
-    await agent.drain()
-    assert [e["type"] for e in events if e["id"] == "a"] == ["done"]
 
 
 async def test_a_duplicate_id_in_flight_leaves_one_terminal_event_for_that_id(

@@ -29,7 +29,7 @@ from wasmagent.errors import ErrorCode
 from wasmagent.server.app import create_app
 from wasmagent.server.config import ServerConfig
 
-from ..support.processes import Server, make_token, start_server
+from ..support.processes import Server, token_server
 from .conftest import RECV_TIMEOUT_S
 
 GOOD = "http://good.test"
@@ -47,16 +47,10 @@ ERROR_REF = "#/components/schemas/ErrorBody"
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with tokens, one allowed origin and a small body limit; no LLM, no rate limit
     (the generated requests come fast)."""
-    log_dir = tmp_path_factory.mktemp("openapi")
-    tokens_file = log_dir / "tokens.txt"
-    tokens = {"alice": make_token("alice", tokens_file)}
-    srv = start_server(log_dir, None, "--tokens", str(tokens_file), "--allow-origin", GOOD,
-                       "--rate", "0", "--max-message-bytes", str(LIMIT))
-    srv.tokens, srv.tokens_file = tokens, tokens_file
-    try:
+    with token_server(tmp_path_factory.mktemp("openapi"), ["alice"], "--allow-origin", GOOD,
+                      "--rate", "0", "--max-message-bytes", str(LIMIT), upstream=False) as srv:
         yield srv
-    finally:
-        srv.proc.stop()
+
 
 
 @pytest.fixture(scope="module")

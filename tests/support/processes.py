@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,3 +206,23 @@ def make_token(name: str, tokens_file: Path) -> str:
                            str(tokens_file)], cwd=ROOT, capture_output=True, text=True,
                           timeout=30, check=True)
     return done.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def token_server(log_dir: Path, names: Sequence[str], *args: str, upstream: bool = True
+                 ) -> Iterator[Server]:
+    """A server run with `--tokens` (one token per name, in `srv.tokens`) and `args`, with its
+    own fake upstream unless `upstream=False`; both stopped on exit."""
+    tokens_file = log_dir / "tokens.txt"
+    tokens = {name: make_token(name, tokens_file) for name in names}
+    fake = start_fake(log_dir) if upstream else None
+    try:
+        srv = start_server(log_dir, fake, "--tokens", str(tokens_file), *args)
+        srv.tokens, srv.tokens_file = tokens, tokens_file
+        try:
+            yield srv
+        finally:
+            srv.proc.stop()
+    finally:
+        if fake is not None:
+            fake.stop()

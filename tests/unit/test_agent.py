@@ -102,13 +102,13 @@ async def test_duplicate_ids_in_flight_are_refused() -> None:
     agent.route(Ask, wait)
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "one"}')
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "two"}')
-    await asyncio.sleep(0)
+    refused = [e for e in events if e["id"] is None]  # at once, before the first ends
+    assert [(e["type"], e["code"]) for e in refused] == [("error", "bad_message")]
+    assert "'a'" in refused[0]["message"]
     gate.set()
     await agent.drain()
     assert [e["type"] for e in _of(events, "a")] == ["done"]
-    refused = [e for e in events if e["id"] is None]
-    assert [(e["type"], e["code"]) for e in refused] == [("error", "bad_message")]
-    assert "'a'" in refused[0]["message"]
+    assert [e for e in events if e["id"] is None] == refused
 
 
 async def test_unrouted_requests_say_not_ready() -> None:
