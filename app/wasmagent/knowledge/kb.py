@@ -218,33 +218,32 @@ class KnowledgeBase:
             raise
 
     async def _load(self, store: Store) -> KnowledgeBase | None:
-        kb, vectors = self, self._vectors
-        raw = await store.get(kb._key("meta"))
+        raw = await store.get(self._key("meta"))
         if raw is None:
             return None
         meta = json.loads(raw)
-        kb.stored_meta = raw
-        kb.dim = int(meta["dim"])
+        self.stored_meta = raw
+        self.dim = int(meta["dim"])
         for n in range(int(meta["segments"])):
-            chunks, rows = await kb._read_segment(store, n)
-            kb.chunks.extend(chunks)
+            chunks, rows = await self._read_segment(store, n)
+            self.chunks.extend(chunks)
             for c in chunks:
-                kb.sources[c.source] = kb.sources.get(c.source, 0) + 1
+                self.sources[c.source] = self.sources.get(c.source, 0) + 1
             if rows is None:
-                kb._has_vectors = False
-            elif vectors is not None:
-                await vectors.add(kb.space, kb.dim, rows)
-        kb._segments = int(meta["segments"])
-        kb._has_vectors = kb._has_vectors and bool(meta.get("vectors", True))
-        kb._lexical_segments = int(meta.get("lexical_segments", 0))
-        saved = await store.get(kb._key("lexical")) if kb._lexical_segments else None
-        kb.lexical = BM25Index.from_bytes(saved) if saved is not None else BM25Index()
-        if len(kb.lexical) > len(kb.chunks):  # saved by a writer that committed after our read
-            kb.lexical = BM25Index()
-        covered = len(kb.lexical)
-        for n in range(covered, len(kb.chunks)):
-            kb.lexical.add(n, kb.chunks[n].search_text)
-        return kb
+                self._has_vectors = False
+            elif self._vectors is not None:
+                await self._vectors.add(self.space, self.dim, rows)
+        self._segments = int(meta["segments"])
+        self._has_vectors = self._has_vectors and bool(meta.get("vectors", True))
+        self._lexical_segments = int(meta.get("lexical_segments", 0))
+        saved = await store.get(self._key("lexical")) if self._lexical_segments else None
+        self.lexical = BM25Index.from_bytes(saved) if saved is not None else BM25Index()
+        if len(self.lexical) > len(self.chunks):  # saved by a writer that committed after our read
+            self.lexical = BM25Index()
+        covered = len(self.lexical)
+        for n in range(covered, len(self.chunks)):
+            self.lexical.add(n, self.chunks[n].search_text)
+        return self
 
     async def delete(self, store: Store) -> None:
         """Remove every stored key of this knowledge base (one atomic commit) and its vectors."""

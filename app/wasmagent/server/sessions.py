@@ -99,8 +99,9 @@ class Outbox:
 class Tracker:
     """Logs each request of one client when its terminal event goes out (one `request` line:
     id, client, type, outcome, latency) and keeps the server's in-flight count. Every admitted
-    request that runs gets a terminal event (the agent's contract), cancelled ones included;
-    one cancelled before it ever ran has none, and `abandon` accounts for it."""
+    request gets a terminal event (the agent's contract), cancelled ones included, also one
+    cancelled before it ever ran; `abandon` accounts for those still running when the client's
+    hang-up grace ran out."""
 
     __slots__ = ("_begun", "_client", "_state")
 
@@ -130,7 +131,7 @@ class Tracker:
         self._finish(data["id"], begun, outcome)
 
     def abandon(self) -> None:
-        """The client is gone and its agent drained: what never ended was cancelled."""
+        """The client is gone and its grace is over: what has not ended counts as cancelled."""
         for request_id, begun in list(self._begun.items()):
             del self._begun[request_id]
             self._finish(request_id, begun, ErrorCode.CANCELLED.value)
