@@ -115,10 +115,22 @@ run_tests() {
   .venv/bin/pytest -p no:cacheprovider "$@"  # testpaths (pyproject.toml): unit, server, e2e
 }
 
+# Benchmark-only peers (sentence-transformers on PyTorch) live in their own venv: their pins
+# (numpy, tokenizers, huggingface_hub) differ from .venv's, and tests never need them.
+setup_bench() {
+  if [[ ! -x .venv-bench/bin/python ]] || changed venv-bench requirements-bench.txt; then
+    say "setting up .venv-bench (pinned benchmark peers: sentence-transformers, torch CPU)"
+    rm -rf .venv-bench
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -q -r requirements-bench.txt
+    record venv-bench requirements-bench.txt
+  fi
+}
+
 case ${1:-build} in
   build) build ;;
   serve) build; exec .venv/bin/python -m wasmagent serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" ;;
   test) shift; build; run_tests "$@" ;;
-  bench) shift; build; setup_chromium; exec .venv/bin/python tests/bench/run.py "$@" ;;
+  bench) shift; build; setup_chromium; setup_bench; exec .venv/bin/python tests/bench/run.py "$@" ;;
   *) die "usage: ./build.sh [build|serve|test|bench]" ;;
 esac

@@ -8,7 +8,10 @@ Steps, each skipped when its inputs did not change (so a re-run is fast):
    starting from the lock shipped in the `pyodide` npm package but keeping only the entries whose
    wheels we serve, so a by-name load of anything else fails at once with "not in lock" instead
    of a confusing integrity error on a 404 page;
-4. copy the runtime files the page really fetches, the onnxruntime-web wasm build, the models and
+4. compile the stdlib and wasmagent to .pyc inside Pyodide itself and take a memory snapshot
+   of the interpreter with wasmagent imported (`runtime.mjs`): what the worker boots from;
+   the wheel and lock stay for site owners who load wasmagent into their own Pyodide;
+5. copy the runtime files the page really fetches, the onnxruntime-web wasm build, the models and
    the web shell into `dist/`, and write `boot-manifest.json` (file sizes, for a byte-accurate
    progress bar) and `protocol.schema.json`.
 
@@ -19,6 +22,7 @@ anything and fails offline, and a pure-Python wheel does not need a cross build 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -41,7 +45,6 @@ PYODIDE_FILES = ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_s
 # for WebGPU/JSPI execution providers we do not use.
 ORT_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]
 MODEL_FILES = [
-    "all-minilm-l6-v2/model.int8.onnx",
     "all-minilm-l6-v2/vocab.txt",
     "intent/intent.onnx",
     "intent/labels.json",
@@ -157,6 +160,24 @@ def copy_tree(src: Path, dst: Path) -> None:
             copy_if_changed(path, dst / path.relative_to(src))
 
 
+# Served under the source model's name: the same weights and vectors, another graph.
+BROWSER_MINILM = "all-minilm-l6-v2/model.int8.onnx"
+
+
+def write_browser_model() -> None:
+    """MiniLM with its graph optimised offline (models/optimize_minilm.py): onnxruntime-web
+    creates the session ~2-4x faster from it."""
+    src = ROOT / "models" / BROWSER_MINILM
+    out = WORK / "models/model.int8.opt.onnx"
+    key = digest([src, ROOT / "models/optimize_minilm.py"])
+    if not (out.exists() and stamp_ok("browser-minilm", key)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(ROOT / "models/optimize_minilm.py"), str(src),
+                        str(out)], check=True)
+        write_stamp("browser-minilm", key)
+    copy_if_changed(out, DIST / "models" / BROWSER_MINILM)
+
+
 def copy_assets() -> None:
     for name in PYODIDE_FILES:
         copy_if_changed(NODE / "pyodide" / name, DIST / "pyodide" / name)
@@ -169,25 +190,54 @@ def copy_assets() -> None:
     copy_tree(ROOT / "web", DIST)
 
 
+STDLIB_ZIP = "pyodide/wasmagent-stdlib.zip"
+SNAPSHOT = "pyodide/snapshot.bin"
+
+
+def write_runtime() -> None:
+    """The precompiled stdlib zip and the memory snapshot (wasm_pkg/runtime.mjs)."""
+    pyodide = NODE / "pyodide"
+    sources = [*(ROOT / "app/wasmagent").rglob("*.py"), ROOT / "wasm_pkg/runtime.mjs",
+               *(pyodide / n for n in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm",
+                                       "python_stdlib.zip", "pyodide-lock.json"))]
+    key = digest(sources)
+    zip_out, snapshot_out = DIST / STDLIB_ZIP, DIST / SNAPSHOT
+    if not (zip_out.exists() and snapshot_out.exists() and stamp_ok("runtime", key)):
+        zip_out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["node", str(ROOT / "wasm_pkg/runtime.mjs"), str(pyodide),
+                        str(ROOT / "app"), str(zip_out), str(snapshot_out)], check=True)
+        write_stamp("runtime", key)
+
+
 def write_manifest() -> None:
-    """Sizes of the files boot fetches with `fetch`, so progress can show real bytes.
+    """What the worker needs before it boots: the sizes of the files it fetches (progress shows
+    real bytes), their versions (it asks for `path?v=VERSION`, which the static server lets
+    browsers cache for good) and an inline lock (one request fewer).
 
     The `.mjs` files are left out: they arrive through `import`, whose bytes a page cannot count.
     """
-    boot = ["pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip",
-            "ort/ort-wasm-simd-threaded.wasm"]
-    boot += [str(p.relative_to(DIST)) for p in sorted((DIST / "pyodide").glob("wasmagent-*.whl"))]
-    boot += [f"models/{n}" for n in MODEL_FILES if (DIST / "models" / n).exists()]
+    boot = ["pyodide/pyodide.asm.wasm", STDLIB_ZIP, SNAPSHOT, "ort/ort-wasm-simd-threaded.wasm"]
+    boot += [f"models/{n}" for n in [BROWSER_MINILM, *MODEL_FILES]
+             if (DIST / "models" / n).exists()]
     sizes = {name: (DIST / name).stat().st_size for name in boot}
-    manifest = {"files": sizes, "total": sum(sizes.values())}
+    # The worker installs no packages (wasmagent is in the zip): the lock needs no entries.
+    info = json.loads((NODE / "pyodide/pyodide-lock.json").read_text())["info"]
+    versioned = [*boot, *(str(p.relative_to(DIST)) for p in sorted(DIST.glob("kb/*.kv")))]
+    versions = {name: sha256(DIST / name)[:16] for name in versioned}
+    manifest = {"files": sizes, "total": sum(sizes.values()), "versions": versions,
+                "lock": {"info": info, "packages": {}}}
     (DIST / "boot-manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 def write_schema() -> None:
+    """The protocol for the JS side, generated from wasmagent.protocol: the JSON Schema, and
+    protocol.js, which every page and worker script imports instead of spelling names."""
     sys.path.insert(0, str(ROOT / "app"))
-    from wasmagent.protocol import json_schema
+    from wasmagent.protocol import js_module, json_schema
 
     (DIST / "protocol.schema.json").write_text(json.dumps(json_schema(), indent=1))
+    (DIST / "shared").mkdir(parents=True, exist_ok=True)
+    (DIST / "shared/protocol.js").write_text(js_module())
 
 
 DEFAULT_KB_SOURCES = ["README.md", "BENCHMARKS.md", "models/MODEL_CARD.md"]
@@ -217,10 +267,10 @@ def write_default_kb() -> None:
 
 def write_embed_config() -> None:
     """`dist/embed.json`: the sites allowed to embed the widget, from `EMBED_ORIGINS`
-    (space-separated origins; see app/wasmagent/server/embed.py). Unset: no other site.
+    (space-separated origins; see app/wasmagent/hosts/server/embed.py). Unset: no other site.
     `python -m wasmagent serve --embed-origin URL` replaces the list at serve time."""
     sys.path.insert(0, str(ROOT / "app"))
-    from wasmagent.server.embed import config_json, normalize_origins
+    from wasmagent.hosts.server.embed import config_json, normalize_origins
 
     try:
         origins = normalize_origins(os.environ.get("EMBED_ORIGINS", "").split())
@@ -243,10 +293,41 @@ def write_icons() -> None:
             out.write_bytes(png(size))
 
 
+def write_local_model() -> None:
+    """The opt-in generative model and wllama (wasm_pkg/local_model.py)."""
+    sys.path.insert(0, str(ROOT / "wasm_pkg"))
+    from local_model import write_local_model as write
+
+    write(DIST, NODE)
+
+
 def write_service_worker() -> None:
     """Workbox's generateSW over everything in dist/ (revision hashes, no hand-kept list)."""
     subprocess.run(["node", str(ROOT / "wasm_pkg/service-worker.mjs"), str(DIST)], check=True,
                    stdout=subprocess.DEVNULL)
+
+
+COMPRESSIBLE = {".wasm", ".bin", ".js", ".mjs", ".json", ".html", ".css", ".txt", ".kv",
+                ".onnx", ".svg", ".webmanifest"}
+
+
+def write_compressed() -> None:
+    """A `.gz` beside each file that shrinks by 10% or more, for the static server to send
+    gzip-encoded (app/wasmagent/hosts/server/static.py); rewritten only when its file changed."""
+    for path in DIST.rglob("*"):
+        packed = path.with_name(path.name + ".gz")
+        if path.suffix == ".gz":
+            if not path.with_suffix("").exists():
+                path.unlink()
+            continue
+        if not path.is_file() or path.suffix not in COMPRESSIBLE or path.stat().st_size < 1024:
+            continue
+        if packed.exists() and packed.stat().st_mtime >= path.stat().st_mtime:
+            continue
+        data = path.read_bytes()
+        small = gzip.compress(data, compresslevel=6, mtime=0)
+        if len(small) <= 0.9 * len(data):
+            packed.write_bytes(small)
 
 
 def main() -> None:
@@ -258,12 +339,16 @@ def main() -> None:
     wheels = [build_wheel(), fetch_micropip()]
     write_lock(wheels, args.pyodide_cli)
     copy_assets()
+    write_browser_model()
+    write_runtime()
     write_default_kb()
     write_manifest()
     write_schema()
     write_embed_config()
     write_icons()
+    write_local_model()
     write_service_worker()
+    write_compressed()
     print(f"dist/ ready: {', '.join(w.name for w in wheels)}")
 
 

@@ -5,9 +5,12 @@ import { generateSW } from "workbox-build";
 const dist = process.argv[2];
 const { count, size, warnings } = await generateSW({
   globDirectory: dist,
-  globPatterns: ["**/*.{html,js,mjs,css,json,wasm,zip,whl,onnx,txt,kv,png,svg,webmanifest}"],
+  globPatterns: ["**/*.{html,js,mjs,css,json,wasm,zip,bin,onnx,txt,kv,png,svg,webmanifest}"],
   // widget.js runs on other sites' pages; embed.json (the embed allowlist) must never be stale.
-  globIgnores: ["sw.js", "workbox-*.js", "bench/**", "widget.js", "embed.json"],
+  // The app boots from wasmagent-stdlib.zip and snapshot.bin: the plain stdlib, the wheels and
+  // the lock are there for site owners' own Pyodide, never fetched by the app.
+  globIgnores: ["sw.js", "workbox-*.js", "bench/**", "widget.js", "embed.json", "**/*.gz",
+                "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json"],
   swDest: `${dist}/sw.js`,
   // The runtime, the model and the Python stdlib are large; all are needed offline.
   maximumFileSizeToCacheInBytes: 64 * 1024 * 1024,
@@ -20,8 +23,9 @@ const { count, size, warnings } = await generateSW({
   navigateFallback: "index.html",
   navigateFallbackDenylist: [/^\/widget/],
   // ?threads=N (onnxruntime-web threads) and ?kb=NAME (the knowledge base a worker installs)
-  // on the worker URL select behaviour, not different files.
-  ignoreURLParametersMatching: [/^utm_/, /^threads$/, /^kb$/],
+  // on the worker URL select behaviour, not different files; ?v= versions a file whose
+  // precache revision already tracks its content.
+  ignoreURLParametersMatching: [/^utm_/, /^threads$/, /^kb$/, /^v$/],
   sourcemap: false,
   mode: "production",
 });

@@ -1,5 +1,5 @@
-"""`python -m wasmagent ...`: see `wasmagent.cli`."""
+"""`python -m wasmagent ...`: see `wasmagent.hosts.cli`."""
 
-from .cli import main
+from .hosts.cli import main
 
 raise SystemExit(main())

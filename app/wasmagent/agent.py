@@ -1,27 +1,26 @@
 """The agent service: the input edge of the pipeline that every host drives the same way.
 
-A host feeds raw wire messages to `Agent.submit` and receives wire events (JSON strings) through
-the `sink` it passed in. `submit` never raises and never blocks: each valid request runs as its
-own task; invalid input is answered with an `error` event at once. Every request ends with
-exactly one terminal event (`done` or `error`), including when it is cancelled or when a handler
-raises something unexpected (mapped to `internal` and logged), so one bad request can never stop
-the agent from serving the next. A request reusing the id of one still running is refused with
-an `error` whose `id` is null (its message names the id), never one carrying that id.
+A host feeds raw wire messages to `Agent.submit` and receives `Event` objects through the `sink`
+it passed in (it serialises them once, at its own edge). `submit` never raises and never blocks:
+each valid request runs as its own task; invalid input is answered with an `error` event at
+once. Every request ends with exactly one terminal event (`done` or `error`), including when it
+is cancelled or when a handler raises something unexpected (mapped to `internal` and logged), so
+one bad request can never stop the agent from serving the next. A request reusing the id of one
+still running is refused with an `error` whose `id` is null (its message names the id), never
+one carrying that id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import platform
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import __version__
 from .errors import AgentError, ErrorCode
-from .ports import Host
+from .ports import Admit, Host, Sink
 from .protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -36,16 +35,13 @@ from .protocol import (
     parse_request,
     peek_id,
 )
+from .telemetry import Log, failure, fallback_log
 
 USER_CANCEL = "cancelled by the caller"
 """The message of the `CancelledError` a `cancel` request raises in its target, so a handler
 can tell it from the client going away (which, for a durable job, must not cancel it)."""
 
-Sink = Callable[[str], None]
-Admit = Callable[[Request], None]
 Handler = Callable[[Any, Callable[[Event], None]], Awaitable[None]]
-
-log = logging.getLogger("wasmagent")
 
 
 class Agent:
@@ -53,8 +49,8 @@ class Agent:
 
     def __init__(self, host: Host, sink: Sink,
                  status_extra: Callable[[], dict[str, Any]] | None = None,
-                 admit: Admit | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES
-                 ) -> None:
+                 admit: Admit | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 log: Log = fallback_log) -> None:
         """`admit` (the server's limits: rate, document sizes) may refuse a valid request by
         raising `AgentError`; the refusal is that request's `error` event. A wire message over
         `max_message_bytes` (a public attribute: a host may set its own limit) is refused as
@@ -62,6 +58,7 @@ class Agent:
         self.host = host
         self.max_message_bytes = max_message_bytes
         self._admit = admit
+        self._log = log
         self._status_extra = status_extra
         self._sink = sink
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -144,7 +141,8 @@ class Agent:
         except asyncio.CancelledError:
             self._send(Error(request.id, ErrorCode.CANCELLED.value, "the request was cancelled"))
         except Exception as exc:
-            log.error("request %s failed: %s", request.id, "".join(traceback.format_exception(exc)))
+            self._log("request_failed", level="error", request_id=request.id,
+                      error=failure(exc))
             self._send(Error(request.id, ErrorCode.INTERNAL.value,
                              f"internal error: {type(exc).__name__}: {exc}"))
         else:
@@ -152,10 +150,11 @@ class Agent:
 
     def _send(self, event: Event) -> None:
         try:
-            self._sink(event.to_json())
+            self._sink(event)
         except Exception:
             # A sink that fails (a closed port, a dead socket) must not take the agent down.
-            log.exception("could not deliver %s event for %s", event.TYPE, event.id)
+            self._log("event_undelivered", level="error", event_type=event.TYPE,
+                      request_id=event.id, error=failure(sys.exc_info()[1] or Exception()))
 
     async def _status(self, request: Status, emit: Callable[[Event], None]) -> None:
         emit(Result(request.id, self.status()))

@@ -3,6 +3,12 @@
 Adapters live in `wasmagent.hosts` (`native.py` for CPython, `browser.py` for Pyodide);
 tests pass small in-memory hosts. Nothing in the core imports a host module directly.
 
+Outward: `Inference`, `Store` (and `Staging`, a durable step's writes), `VectorSearch`,
+`HttpStream`, `Clock`, `Llm` (an answer writer: `OpenAIChat` on the server, `RemoteLlm` in
+the browser) and `Link` (a message connection to an agent server). Inward: a host feeds an
+`Agent` wire messages and receives its events through a `Sink`; `Admit` is a host's check on
+each valid request (the server's limits).
+
 Tensors cross the `Inference` port as flat `array.array` buffers plus a shape, so the
 browser adapter can hand them to onnxruntime-web as typed arrays with one copy and no
 per-element conversion (`array('q')` -> `BigInt64Array`, `array('f')` -> `Float32Array`).
@@ -13,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from .errors import AgentError, ErrorCode
+
+if TYPE_CHECKING:  # (runtime.context needs `Clock` from here)
+    from .protocol import Event, PassageIn, Request
+    from .runtime.context import Context
 
 DType = Literal["int64", "float32"]
 
@@ -195,6 +205,85 @@ class LoopClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class Staging(Protocol):
+    """Where a durable job step stages its writes (the workflow's `Tx`)."""
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def expect_value(self, key: str, value: bytes | None) -> None: ...
+
+
+Turn = tuple[str, str]
+"""One earlier exchange of a conversation: (question, answer)."""
+
+
+@runtime_checkable
+class Llm(Protocol):
+    """Streams an answer to `question` grounded in `passages`, as text pieces in order.
+
+    Raises `AgentError` (`upstream_failed`, `upstream_unavailable`, `deadline_exceeded`,
+    `cancelled`) on failure, possibly after some pieces were already yielded.
+    """
+
+    name: str
+
+    def available(self) -> bool:
+        """Whether a call has a chance now (configured, connected, breaker not open)."""
+        ...
+
+    def details(self) -> dict[str, Any]:
+        """Facts for `status` (connection state, breaker state...)."""
+        ...
+
+    def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+               turns: Sequence[Turn] = (), conversation: str | None = None
+               ) -> AsyncIterator[str]:
+        """`turns` are the conversation's earlier (question, answer) pairs, oldest first; a
+        client of a remote agent passes the `conversation` id on instead."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A model's request to call a tool: `arguments` as the model wrote them (JSON text,
+    checked by the tool registry before anything runs)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@runtime_checkable
+class ToolLlm(Llm, Protocol):
+    """An `Llm` that can be offered tools (OpenAI `tools`, JSON Schemas) and answer with text,
+    tool calls, or both. `messages` are Chat Completions messages (system, user, assistant
+    with `tool_calls`, tool results); text pieces stream as they come, each tool call once
+    complete (its arguments may arrive in pieces)."""
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
+             ctx: Context) -> AsyncIterator[str | ToolCallRequest]: ...
+
+
+@runtime_checkable
+class Link(Protocol):
+    """A message connection to an agent server (the browser adapter: a WebSocket).
+
+    `exchange(message)` sends one request (its wire form) and yields the server's events for
+    its id, ending after the terminal one; it raises `UpstreamError` when the connection is
+    down or drops. Closing the iterator early sends a `cancel` for the request.
+    """
+
+    def connected(self) -> bool: ...
+
+    def exchange(self, message: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]: ...
+
+
+Sink = Callable[["Event"], None]
+"""Where an `Agent` delivers events: the host serialises them once, at its edge."""
+Admit = Callable[["Request"], None]
+"""A host's check on each valid request; refuses it by raising `AgentError`."""
 
 
 @dataclass(slots=True)

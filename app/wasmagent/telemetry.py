@@ -14,16 +14,30 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from .ports import Clock, LoopClock
 
 BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 RESERVOIR = 1024
 SECRET = re.compile(r"token|key|secret|password|authorization|cookie", re.IGNORECASE)
+
+
+class Log(Protocol):
+    """The one log channel: `Telemetry.log`. Core modules take one of these, so their lines
+    land where the diagnostics panel and the server's JSON lines read them."""
+
+    def __call__(self, event: str, *, level: str = "info", **fields: Any) -> None: ...
+
+
+def failure(exc: BaseException) -> str:
+    """An exception and its traceback, for a log field."""
+    return "".join(traceback.format_exception(exc))
 
 
 class Histogram:
@@ -73,7 +87,7 @@ class Telemetry:
                  writer: Callable[[str], None] | None = None) -> None:
         self.clock = clock or LoopClock()
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
-        self._writer = writer
+        self.writer = writer
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         self.stages: dict[str, Histogram] = {}
 
@@ -81,8 +95,8 @@ class Telemetry:
         record = {"ts": round(self.clock.wall(), 3), "level": level, "event": event,
                   **_redact(fields)}
         self._recent.append(record)
-        if self._writer is not None:
-            self._writer(json.dumps(record, default=str, separators=(",", ":")))
+        if self.writer is not None:
+            self.writer(json.dumps(record, default=str, separators=(",", ":")))
 
     def observe(self, stage: str, ms: float, *, request_id: str | None = None) -> None:
         self.stages.setdefault(stage, Histogram()).add(ms)
@@ -151,3 +165,13 @@ def _escape(value: str) -> str:
 
 def _label(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     return name + _labels(dict(labels)) if labels else name
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+FALLBACK = Telemetry(writer=_stderr)
+"""Where a component built without a telemetry (a unit test, a script) logs: stderr, so that
+nothing it reports is lost."""
+fallback_log: Log = FALLBACK.log

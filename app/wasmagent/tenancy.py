@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from . import keyspace
 from .ports import Store
 
 if TYPE_CHECKING:
     from .knowledge.library import Library
 
-TENANT_PREFIX = "t/"
+TENANT_PREFIX = keyspace.TENANTS
 MAX_TENANT = 128
 
 
@@ -45,7 +46,7 @@ def check_tenant(name: str) -> str:
 
 def tenant_prefix(name: str) -> str:
     """Where tenant `name`'s keys live."""
-    return f"{TENANT_PREFIX}{check_tenant(name)}/"
+    return keyspace.tenant_prefix(check_tenant(name))
 
 
 @dataclass(frozen=True, slots=True)

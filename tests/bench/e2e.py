@@ -15,7 +15,6 @@ Corpus: Debian's python3.11-doc HTML (530 pages, ~17.5k chunks), installed by `b
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import subprocess
 import time
@@ -66,7 +65,7 @@ async def _native_asks(db: Path) -> dict[str, Any]:
 
     events: list[dict[str, Any]] = []
     host = native_host(db)
-    service = Service(host, lambda raw: events.append(json.loads(raw)),
+    service = Service(host, lambda event: events.append(event.to_wire()),
                       intent_labels=host.intent_labels)
     agent = service.start()
     totals: list[float] = []

@@ -82,7 +82,8 @@ def sections() -> dict[str, Callable[[BenchContext], dict[str, Any]]]:
     found: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
         "boot": lambda ctx: boot.run(ctx.browser, ctx.repeats(5, 2)),
     }
-    for name in ("embed", "e2e", "peers", "server"):  # peers reads the KB that e2e builds
+    for name in ("embed", "e2e", "quality", "ingest", "peers", "server", "agent_loop",
+                 "local_model"):  # e2e: KB
         path = HERE / f"{name}.py"
         if path.exists():
             module = __import__(name)

@@ -13,6 +13,8 @@
    that, the client's own full collections over those sockets (~50 ms) landed in the server's
    figures. The server's CPU per ask (user + system, from /proc) and the 1-minute load average
    before each run are recorded as well.
+   The same asks then go over gRPC to the same server (`--grpc-port`; `grpc_load.py`), with
+   their own upstream-alone baseline: the gRPC row beside the WebSocket one.
 2. Idle: on the last run's server, M WebSocket connections open and do nothing; the server's
    resident memory (VmRSS) before and after.
 3. Churn (issue 14: one client leaving mid-request once wedged every later ask): a fresh
@@ -54,7 +56,7 @@ from typing import Any, TypeVar
 
 import httpx
 import websockets
-from tests.support.processes import start_fake, start_server
+from tests.support.processes import free_port, start_fake, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -610,6 +612,8 @@ def _in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def run(ctx: Any) -> dict[str, Any]:
+    import grpc_load  # beside this file: on the path when the bench runs (run.py)
+
     _raise_fd_limit()  # the children inherit it
     quick = bool(getattr(ctx, "quick", False))
     sessions, idle = (200, 2000) if quick else (1000, 10_000)
@@ -621,12 +625,16 @@ def run(ctx: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             fake = start_fake(Path(tmp), key=None)
             try:
-                server = start_server(Path(tmp), fake, "--rate", "0", key=None)
+                grpc_port = free_port()
+                server = start_server(Path(tmp), fake, "--rate", "0", "--grpc-port",
+                                      str(grpc_port), key=None)
                 try:
                     load = os.getloadavg()[0]
                     busy = _in_own_loop(_busy(server.port, fake.port, server.proc.popen.pid,
                                               sessions, rate))
-                    runs.append({"load_1min": round(load, 2), **busy})
+                    over_grpc = _in_own_loop(grpc_load.busy(
+                        grpc_port, fake.port, server.proc.popen.pid, sessions, rate, PASSAGE))
+                    runs.append({"load_1min": round(load, 2), **busy, "grpc": over_grpc})
                     if n == repeats - 1:
                         quiet = _in_own_loop(_idle(server.port, server.proc.popen.pid, idle))
                 finally:
@@ -638,8 +646,14 @@ def run(ctx: Any) -> dict[str, Any]:
     extras = {key: _spread(runs, key) for key in (
         "server_cpu_ms_per_ask", "client_cpu_ms_per_ask", "client_lag_p99_ms",
         "client_lag_max_ms", "load_1min")}
+    over_grpc = {f"p{p}": {side: _spread(runs, "grpc", f"p{p}", side)
+                           for side in ("server", "upstream", "added")} for p in (50, 95, 99)}
+    over_grpc.update({key: _spread(runs, "grpc", key) for key in (
+        "server_cpu_ms_per_ask", "client_cpu_ms_per_ask", "client_lag_p99_ms")})
     return {"busy": {"sessions": sessions, "rate_per_s": rate, "asks": runs[0]["asks"],
-                     "runs": runs, **summary, **extras}, "idle": quiet}
+                     "runs": runs, **summary, **extras,
+                     "grpc": {"channels": runs[0]["grpc"]["channels"], **over_grpc}},
+            "idle": quiet}
 
 
 def _cell(stat: dict[str, float]) -> str:
@@ -667,6 +681,7 @@ def render(section: dict[str, Any]) -> list[str]:
         row = busy[p]
         lines.append(f"| {p} | {_cell(row['server'])} | {_cell(row['upstream'])} | "
                      f"{_cell(row['added'])} |")
+    lines += _grpc_rows(busy)
     met = "met" if p99["median"] <= 20 else "not met"
     mem = idle["rss_after_mb"]
     each = ", ".join(f"{r['p99']['added']:.1f}" for r in busy["runs"])
@@ -698,6 +713,21 @@ def render(section: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _grpc_rows(busy: dict[str, Any]) -> list[str]:
+    """The same asks over gRPC, as rows of the WebSocket table (absent in older results)."""
+    rpc = busy.get("grpc")
+    if rpc is None:
+        return []
+    rows = [f"| gRPC {p} | {_cell(rpc[p]['server'])} | {_cell(rpc[p]['upstream'])} | "
+            f"{_cell(rpc[p]['added'])} |" for p in ("p50", "p95", "p99")]
+    return [*rows, "", f"gRPC rows: the same {busy['asks']} asks as `Ask` streams over "
+            f"{rpc['channels']} HTTP/2 connections to the same server, right after the "
+            "WebSocket ones, with their own upstream-alone baseline; server CPU per answer "
+            f"{rpc['server_cpu_ms_per_ask']['median']:.2f} ms, the load client's "
+            f"{rpc['client_cpu_ms_per_ask']['median']:.2f} ms (its event loop late by "
+            f"{rpc['client_lag_p99_ms']['median']:.1f} ms at p99)."]
 
 
 def _latency_row(label: str, stayed: int, answered: int, stat: dict[str, float] | None

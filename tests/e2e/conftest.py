@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from wasmagent.server.static import make_server
+from wasmagent.hosts.server.static import make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "dist"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from playwright.sync_api import Browser, expect
+import pytest
+from playwright.sync_api import Browser, BrowserContext, expect
 
-from .conftest import DIST, Booted, boot
+from .conftest import BOOT_TIMEOUT_MS, DIST, WAIT_MS, Booted, boot
 
 
 def test_boot_shows_real_progress_then_ready(app: Booted) -> None:
@@ -95,5 +97,92 @@ def test_boots_single_threaded_without_cross_origin_isolation(
         assert status["cross_origin_isolated"] is False
         assert status["threads"] == 1
         assert booted.foreign_requests() == []
+    finally:
+        booted.context.close()
+
+
+# -- the fast boot: precompiled stdlib, memory snapshot, offline ---------------------------------
+
+BOOT_FILES = "performance.getEntriesByType('resource').map((e) => e.name)"
+
+
+def _worker_boot(booted: Booted) -> dict[str, Any]:
+    """What the worker recorded about its own boot (`self.bootTimings` in web/worker/worker.js)."""
+    timings: dict[str, Any] = booted.page.workers[0].evaluate("self.bootTimings")
+    return timings
+
+
+def _fallback_messages(booted: Booted) -> list[str]:
+    log = booted.page.evaluate("wasmagentClient.bootLog")
+    return [e.get("message") or "" for e in log
+            if "without the memory snapshot" in (e.get("message") or "")]
+
+
+def _semantic_answer(booted: Booted) -> dict[str, Any]:
+    """An answer that needs the embedding model, the knowledge base and the Python core."""
+    answer: dict[str, Any] = booted.page.evaluate(
+        "async () => (await wasmagentClient.ask('which embedding model is used?')).answer")
+    return answer
+
+
+def test_boots_from_the_build_snapshot_without_installing_packages(app: Booted) -> None:
+    timings = _worker_boot(app)
+    assert timings["snapshot"] is True, timings.get("snapshotError")
+    assert _fallback_messages(app) == []
+    worker_files = app.page.workers[0].evaluate(BOOT_FILES)
+    assert any("/pyodide/snapshot.bin?v=" in u for u in worker_files)
+    assert any("/pyodide/wasmagent-stdlib.zip?v=" in u for u in worker_files)
+    # no wheel install, no lock fetch, no plain stdlib: all of it is in the snapshot and zip
+    assert not [u for u in app.requests
+                if u.endswith((".whl", "pyodide-lock.json", "python_stdlib.zip"))]
+    answer = _semantic_answer(app)
+    assert answer["citations"], answer
+
+
+def _mismatched_snapshot() -> bytes:
+    """The build's snapshot with another runtime build's id (bytes 16-47 of its header)."""
+    data = bytearray((DIST / "pyodide/snapshot.bin").read_bytes())
+    data[16:48] = bytes(b ^ 0x5A for b in data[16:48])
+    return bytes(data)
+
+
+@pytest.mark.parametrize("served", ["another build", "missing"])
+def test_a_snapshot_that_does_not_fit_falls_back_to_a_normal_boot(
+    browser: Browser, app_url: str, served: str
+) -> None:
+    body = _mismatched_snapshot() if served == "another build" else b"gone"
+    status = 200 if served == "another build" else 404
+
+    def serve_bad_snapshot(context: BrowserContext) -> None:
+        context.route("**/pyodide/snapshot.bin*",
+                      lambda route: route.fulfill(status=status, body=body,
+                                                  content_type="application/octet-stream"))
+
+    booted = boot(browser, app_url, prepare=serve_bad_snapshot)
+    try:
+        timings = _worker_boot(booted)
+        assert timings["snapshot"] is False
+        messages = _fallback_messages(booted)
+        assert len(messages) == 1
+        if served == "another build":
+            assert "build id mismatch" in messages[0]
+        expect(booted.page.locator("#engine")).to_have_text("ready")
+        assert _semantic_answer(booted)["citations"]
+        assert booted.errors == []
+    finally:
+        booted.context.close()
+
+
+def test_boots_offline_from_the_snapshot_after_one_visit(browser: Browser, app_url: str) -> None:
+    booted = boot(browser, app_url)
+    page = booted.page
+    try:
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=WAIT_MS)
+        booted.context.set_offline(True)
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+        assert _worker_boot(booted)["snapshot"] is True
+        assert _semantic_answer(booted)["citations"]
     finally:
         booted.context.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support.vectors import cosine
 from wasmagent.hosts.native import MINILM_ENV, native_host
 from wasmagent.inference.embedder import Embedder
 from wasmagent.text.tokenizer import WordPieceTokenizer
@@ -18,11 +18,6 @@ from .conftest import Booted
 
 REFERENCE = json.loads(
     (Path(__file__).resolve().parents[1] / "reference/minilm_reference.json").read_text())
-
-
-def _cos(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 def _native(texts: list[str]) -> tuple[str, list[list[float]]]:
@@ -62,7 +57,7 @@ def test_browser_embeddings_match_native_and_pytorch(app: Booted,
     # What users need from each host: close to fp32 PyTorch (sentence-transformers) on every
     # reference text. Under qemu -cpu Haswell (AVX2 only) the int8 file gave min 0.9515.
     for name, vectors in hosts.items():
-        cosines = [_cos(v, r) for v, r in zip(vectors, reference, strict=True)]
+        cosines = [cosine(v, r) for v, r in zip(vectors, reference, strict=True)]
         worst = min(range(len(texts)), key=lambda i: cosines[i])
         assert cosines[worst] >= 0.97, (name, weights, texts[worst], cosines[worst])
         assert sum(cosines) / len(cosines) >= 0.985, (name, weights)
@@ -83,7 +78,7 @@ def test_browser_embeddings_match_native_and_pytorch(app: Booted,
     # 0.9941, mean 0.9997, 37 identical with uint8 under qemu -cpu Haswell (AVX2 only), where
     # the int8 file gave worst 0.9605, mean 0.9867, none identical (tests/unit/test_native_cpu.py).
     for name in ("native", "native uint8"):
-        agree = [_cos(b, n) for b, n in zip(browser, hosts[name], strict=True)]
+        agree = [cosine(b, n) for b, n in zip(browser, hosts[name], strict=True)]
         worst = min(range(len(texts)), key=lambda i: agree[i])
         assert agree[worst] >= 0.97, (name, weights, texts[worst], sorted(agree)[:5])
         assert sum(agree) / len(agree) >= 0.985, (name, weights, sorted(agree)[:5])

@@ -10,6 +10,7 @@ and `python -m wasmagent server`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,38 @@ def test_llm_answers_stream_then_the_app_survives_the_server_dying_mid_answer(
     assert again["route"] == "llm"
     status = page.evaluate("wasmagentClient.status()")
     assert status["llm"]["connected"] is True
+
+
+TWO_TOOLS = "How much is seventeen times twenty-three, and how long until Christmas 2026?"
+
+
+def test_the_servers_model_calls_this_browsers_tools_and_the_steps_are_shown(
+    page_app: Booted, servers: Servers
+) -> None:
+    """The model (the server's upstream, scripted) decides to call two tools; they run in the
+    browser (the server only relays the model), each step shows as it happens, and the answer
+    uses their results."""
+    page = page_app.page
+    page.get_by_role("button", name="Knowledge").click()
+    page.locator("#server-settings summary").click()
+    page.get_by_label("Server WebSocket URL").fill(servers.server.ws_url)
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("#server")).to_contain_text("connected")
+    servers.fake.control(delay=0, script=["call:" + json.dumps([
+        {"name": "calculator", "arguments": {"expression": "17 * 23"}},
+        {"name": "days_until", "arguments": {"date": "2026-12-25"}}])])
+    page.get_by_role("textbox", name="Ask").fill(TWO_TOOLS)
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".msg.agent").last
+    steps = reply.locator(".steps")
+    expect(steps.locator("summary")).to_have_text("2 tool calls")
+    expect(steps.locator("li").first).to_have_text("calculator(17 * 23) → 17 * 23 = 391")
+    expect(steps.locator("li").nth(1)).to_contain_text("days_until(2026-12-25) → ")
+    expect(reply.locator(".text")).to_contain_text("The tools say: 17 * 23 = 391")
+    expect(reply.locator(".from")).to_contain_text("server")
+    steps.locator("summary").click()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "agent-tool-steps-desktop.png"))
 
 
 class Sockets:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Frame, FrameLocator, Page, expect
 
-from wasmagent.server.static import StaticServer, make_server
+from wasmagent.hosts.server.static import StaticServer, make_server
 
 from .conftest import BOOT_TIMEOUT_MS, DIST, LOCAL_HOSTS, NEXT_FRAMES, ROOT, WAIT_MS
 

@@ -30,7 +30,7 @@ pyodide.FS.mkdirTree("/repo");
 pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root }, "/repo");
 pyodide.runPython(`
 import sys
-sys.path[:0] = ["/repo/tests/pyodide", "/repo/tests"]
+sys.path[:0] = ["/repo/tests/pyodide", "/repo/tests", "/repo"]
 `);
 const runner = pyodide.pyimport("runner");
 const report = (await runner.run(pyodide.toPy(modules))).toJs({ dict_converter: Object.fromEntries });

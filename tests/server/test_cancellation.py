@@ -22,11 +22,11 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from wasmagent.server.app import _readiness
-from wasmagent.server.config import ServerConfig
-from wasmagent.server.security import RateLimiter
-from wasmagent.server.sessions import serve_websocket
-from wasmagent.server.state import ServerState
+from wasmagent.hosts.server.app import _readiness
+from wasmagent.hosts.server.config import ServerConfig
+from wasmagent.hosts.server.security import RateLimiter
+from wasmagent.hosts.server.sessions import serve_websocket
+from wasmagent.hosts.server.state import ServerState
 
 from ..support.processes import Server
 from ..unit.test_cancellation import FRESH, Rig, _shape, seeded, settle

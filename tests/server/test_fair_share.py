@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from wasmagent.server.sessions import MAX_OPEN_REQUESTS
+from wasmagent.hosts.server.sessions import MAX_OPEN_REQUESTS
 
 from ..unit.test_cancellation import FRESH, QUESTION, Rig, seeded, settle
 from .test_cancellation import Socket, _state

@@ -20,6 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.aio import collect
 from wasmagent.agent import Agent
 from wasmagent.errors import ErrorCode
 from wasmagent.ports import Host, LoopClock
@@ -85,6 +86,7 @@ IDS = st.one_of(
     st.text(st.characters(categories=["Cs", "Co", "Cc", "So"]), min_size=1, max_size=6),
     st.just("x" * 128),
 )
+
 SCALARS = st.one_of(st.none(), BOOL, st.integers(), st.floats(), st.text(max_size=8))
 JSON = st.one_of(SCALARS, st.lists(SCALARS, max_size=3),
                  st.dictionaries(st.text(max_size=5), SCALARS, max_size=3))
@@ -264,7 +266,7 @@ def _usable(rid: Any) -> str | None:
 def _agent() -> tuple[Agent, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     agent = Agent(Host(name="fuzz", clock=LoopClock()),
-                  lambda raw: events.append(json.loads(raw)))
+                  collect(events))
     return agent, events
 
 

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from ..support.processes import FakeUpstream, Server, token_server
+from ..support.processes import FakeUpstream, Server, bearer_headers, token_server
 from .conftest import QUESTION, RECV_TIMEOUT_S, sse_events, ws_client
 
 GOOD = "http://good.test"
@@ -40,10 +40,6 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with token_server(tmp_path_factory.mktemp("hardened"), ["alice"], "--allow-origin", GOOD,
                       "--rate", "0", "--max-message-bytes", str(LIMIT)) as srv:
         yield srv
-
-
-def auth(srv: Server) -> dict[str, str]:
-    return {"Authorization": f"Bearer {srv.tokens['alice']}"}
 
 
 def error_code(response: httpx.Response) -> str:
@@ -98,19 +94,19 @@ def test_an_unauthenticated_big_body_is_refused_without_reading_it(hardened: Ser
 
 def test_a_declared_oversized_body_is_too_large_before_it_is_read(hardened: Server) -> None:
     response = httpx.post(f"{hardened.http}/v1/ask", content=b"x" * (LIMIT + 1),
-                          headers={**auth(hardened), "Content-Type": "application/json"},
+                          headers={**bearer_headers(hardened), "Content-Type": "application/json"},
                           timeout=RECV_TIMEOUT_S)
     assert response.status_code == 413
     body = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
+    assert set(body["error"]) == {"code", "message", "type"}
     assert body["error"]["code"] == "too_large"
     assert str(LIMIT) in body["error"]["message"]
 
 
 def test_a_chunked_oversized_body_is_too_large(hardened: Server) -> None:
     response = httpx.post(f"{hardened.http}/v1/ask", content=chunks(MB, 1024),
-                          headers={**auth(hardened), "Content-Type": "application/json"},
+                          headers={**bearer_headers(hardened), "Content-Type": "application/json"},
                           timeout=RECV_TIMEOUT_S)
     assert "content-length" not in response.request.headers  # it was sent chunked
     assert response.status_code == 413
@@ -120,20 +116,20 @@ def test_a_chunked_oversized_body_is_too_large(hardened: Server) -> None:
 def test_a_chunked_body_within_the_limit_is_answered(hardened: Server) -> None:
     body = json.dumps({"text": QUESTION, "mode": "local"}).encode()
     response = httpx.post(f"{hardened.http}/v1/ask", content=iter([body[:10], body[10:]]),
-                          headers={**auth(hardened), "Content-Type": "application/json"},
+                          headers={**bearer_headers(hardened), "Content-Type": "application/json"},
                           timeout=RECV_TIMEOUT_S)
     assert "content-length" not in response.request.headers
     assert response.status_code == 200, response.text
     assert sse_events(response.text)[-1][0] in ("done", "error")
     # and the body still reaches validation: a bad one is a protocol error, not a 500
     response = httpx.post(f"{hardened.http}/v1/ask", content=b"{", headers={
-        **auth(hardened), "Content-Type": "application/json"}, timeout=RECV_TIMEOUT_S)
+        **bearer_headers(hardened), "Content-Type": "application/json"}, timeout=RECV_TIMEOUT_S)
     assert (response.status_code, error_code(response)) == (400, "bad_json")
 
 
 def test_a_body_from_a_foreign_origin_is_refused_before_it_is_read(hardened: Server) -> None:
     response = httpx.post(f"{hardened.http}/v1/ask", content=b"x" * (LIMIT + 1),
-                          headers={**auth(hardened), "Origin": EVIL}, timeout=RECV_TIMEOUT_S)
+                          headers={**bearer_headers(hardened), "Origin": EVIL}, timeout=RECV_TIMEOUT_S)
     assert response.status_code == 403  # not 413: the origin is checked first
     assert error_code(response) == "forbidden_origin"
 
@@ -197,7 +193,7 @@ def test_a_preflight_from_a_foreign_origin_is_forbidden(hardened: Server) -> Non
 
 def test_responses_to_an_allowed_origin_carry_cors_headers(hardened: Server) -> None:
     response = httpx.post(f"{hardened.http}/v1/ask", json={"text": QUESTION, "mode": "local"},
-                          headers={**auth(hardened), "Origin": GOOD}, timeout=RECV_TIMEOUT_S)
+                          headers={**bearer_headers(hardened), "Origin": GOOD}, timeout=RECV_TIMEOUT_S)
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == GOOD
     assert "origin" in response.headers["vary"].lower()
@@ -208,7 +204,7 @@ def test_responses_to_an_allowed_origin_carry_cors_headers(hardened: Server) -> 
     assert refused.headers["access-control-allow-origin"] == GOOD
     # a foreign origin gets no CORS header, and no answer
     evil = httpx.post(f"{hardened.http}/v1/ask", json={"text": QUESTION, "mode": "local"},
-                      headers={**auth(hardened), "Origin": EVIL}, timeout=RECV_TIMEOUT_S)
+                      headers={**bearer_headers(hardened), "Origin": EVIL}, timeout=RECV_TIMEOUT_S)
     assert (evil.status_code, error_code(evil)) == (403, "forbidden_origin")
     assert "access-control-allow-origin" not in evil.headers
 

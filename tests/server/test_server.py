@@ -22,12 +22,12 @@ import openai
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from wasmagent.cli import build_parser
+from wasmagent.hosts.cli import build_parser
+from wasmagent.hosts.server.app import loop_factory
+from wasmagent.hosts.server.config import ServerConfig
+from wasmagent.hosts.server.security import digest
+from wasmagent.hosts.server.sessions import CorkedTransport
 from wasmagent.protocol import json_schema
-from wasmagent.server.app import loop_factory
-from wasmagent.server.config import ServerConfig
-from wasmagent.server.security import digest
-from wasmagent.server.sessions import CorkedTransport
 
 from ..support.processes import (
     LLM_KEY,

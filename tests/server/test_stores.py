@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from wasmagent.errors import AgentError, ErrorCode
+from wasmagent.hosts.server.config import DATABASE_ENV, DEFAULT_DATABASE, database_url
 from wasmagent.hosts.sql import (
     SCHEMA_VERSION,
     PostgresStore,
@@ -32,7 +33,6 @@ from wasmagent.hosts.sql import (
     redact_url,
 )
 from wasmagent.ports import MemoryStore, Store
-from wasmagent.server.config import DATABASE_ENV, DEFAULT_DATABASE, database_url
 
 from ..support.postgres import PostgresCluster
 from ..support.processes import Server, free_port, start_server

@@ -193,6 +193,8 @@ ROWS: dict[str, tuple[dict[str, Any], Callable[[Events, World], None]]] = {
     "jobs.get": ({"job": "{job}"}, _error("not_found")),
     "jobs.cancel": ({"job": "{job}"}, _error("not_found")),
     "jobs.watch": ({"job": "{job}"}, _error("not_found")),
+    # a model turn relayed for a browser's own agent loop (this server has no LLM)
+    "llm.chat": ({"messages": [{"role": "user", "content": "hello"}]}, _error("not_ready")),
 }
 EXTRA_ROWS: dict[str, tuple[dict[str, Any], Callable[[Events, World], None]]] = {
     # the same request types again, in the forms that once leaked the most

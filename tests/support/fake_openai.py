@@ -4,8 +4,10 @@ It streams real `chat.completion.chunk` events (the official `openai` client acc
 test proves it) and can misbehave on request, so tests can prove retries, the circuit breaker
 and deadlines. `POST /control {"script": [...], "delay": s}` queues one behaviour per coming
 request (`ok`, `fail500`, `fail503`, `fail400`, `drop` — three chunks then a broken
-connection, `slow` — `delay` seconds between chunks, `hang` — headers never come); requests
-beyond the script behave `ok`. `GET /control` tells how many requests arrived.
+connection, `slow` — `delay` seconds between chunks, `hang` — headers never come, `call:` +
+a JSON list of `{"name", "arguments"}` — a turn that calls those tools, streamed in pieces as
+OpenAI does); requests beyond the script behave `ok`. `GET /control` tells how many requests
+arrived and keeps the last request's messages.
 
 The answer quotes the first passage it was given: "According to [1], <its first words>."
 
@@ -43,6 +45,9 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
     earlier = [m["content"] for m in messages if m.get("role") == "user"][:-1]
     if earlier:  # shows the conversation reached the model
         text += f" (Earlier you asked: {earlier[-1][:80]})"
+    results = [m["content"] for m in messages if m.get("role") == "tool"]
+    if results:  # shows the tools' results reached the model
+        text = "The tools say: " + "; ".join(results) + ". " + text
     return text
 
 
@@ -51,6 +56,22 @@ def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None
             "model": model, "system_fingerprint": None,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
     return f"data: {json.dumps(body)}\n\n"
+
+
+async def tool_calls(calls: list[dict[str, Any]], model: str) -> AsyncIterator[str]:
+    """A turn that calls `calls`, each call's arguments in two pieces."""
+    cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+    yield chunk(cid, model, {"role": "assistant", "content": None})
+    for i, c in enumerate(calls):
+        args = c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"])
+        half = len(args) // 2
+        yield chunk(cid, model, {"tool_calls": [
+            {"index": i, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
+             "function": {"name": c["name"], "arguments": args[:half]}}]})
+        yield chunk(cid, model, {"tool_calls": [
+            {"index": i, "function": {"arguments": args[half:]}}]})
+    yield chunk(cid, model, {}, "tool_calls")
+    yield "data: [DONE]\n\n"
 
 
 async def stream(text: str, model: str, behaviour: str, delay: float) -> AsyncIterator[str]:
@@ -81,6 +102,10 @@ async def completions(request: Request) -> Response:
         return error(int(behaviour[4:]), f"fake upstream failure {behaviour}", "server_error")
     if behaviour == "hang":
         await asyncio.sleep(3600)
+    STATE["last"] = body.get("messages", [])
+    if behaviour.startswith("call:"):
+        return StreamingResponse(tool_calls(json.loads(behaviour[5:]), body.get("model", "fake")),
+                                 media_type="text/event-stream")
     delay = STATE["delay"] if behaviour in ("ok", "drop") else max(STATE["delay"], 0.5)
     text = answer_for(body.get("messages", []))
     model = body.get("model", "fake")
@@ -102,6 +127,7 @@ async def control(request: Request) -> Response:
         STATE["script"] = deque(body.get("script", []))
         STATE["delay"] = float(body.get("delay", STATE["delay"]))
     return JSONResponse({"requests": STATE["requests"], "script": list(STATE["script"]),
+                         "last": STATE.get("last", []),
                          "delay": STATE["delay"]})
 
 

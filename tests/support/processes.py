@@ -226,3 +226,8 @@ def token_server(log_dir: Path, names: Sequence[str], *args: str, upstream: bool
     finally:
         if fake is not None:
             fake.stop()
+
+
+def bearer_headers(srv: Server, who: str = "alice") -> dict[str, str]:
+    """The HTTP headers of `who`'s token on a `token_server`."""
+    return {"Authorization": f"Bearer {srv.tokens[who]}"}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
+from tests.support.aio import collect, of
 from wasmagent.agent import Agent
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.ports import Host, LoopClock
@@ -14,19 +14,15 @@ from wasmagent.protocol import Ask, Delta, Event
 
 def _agent() -> tuple[Agent, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    agent = Agent(Host(name="test", clock=LoopClock()), lambda raw: events.append(json.loads(raw)))
+    agent = Agent(Host(name="test", clock=LoopClock()), collect(events))
     return agent, events
-
-
-def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["id"] == rid]
 
 
 async def test_status_reports_the_host_and_ends_with_done() -> None:
     agent, events = _agent()
     agent.submit('{"v": 1, "type": "status", "id": "s1"}')
     await agent.drain()
-    result, done = _of(events, "s1")
+    result, done = of(events, "s1")
     assert result["type"] == "result"
     assert result["data"]["host"] == "test"
     assert result["data"]["protocol"] == 1
@@ -42,7 +38,7 @@ async def test_malformed_input_gets_an_error_and_the_agent_keeps_serving() -> No
     errors = [e for e in events if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["bad_json", "bad_json", "bad_message", "bad_message"]
     assert [e["id"] for e in errors] == [None, None, "bad1", "bad2"]
-    assert [e["type"] for e in _of(events, "ok")] == ["result", "done"]
+    assert [e["type"] for e in of(events, "ok")] == ["result", "done"]
 
 
 async def test_a_crashing_handler_becomes_an_internal_error_not_a_dead_agent() -> None:
@@ -56,9 +52,9 @@ async def test_a_crashing_handler_becomes_an_internal_error_not_a_dead_agent() -
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
     agent.submit('{"v": 1, "type": "status", "id": "s"}')
     await agent.drain()
-    kinds = [(e["type"], e.get("code")) for e in _of(events, "a")]
+    kinds = [(e["type"], e.get("code")) for e in of(events, "a")]
     assert kinds == [("delta", None), ("error", "internal")]
-    assert _of(events, "s")[-1]["type"] == "done"
+    assert of(events, "s")[-1]["type"] == "done"
 
 
 async def test_agent_errors_keep_their_code() -> None:
@@ -70,7 +66,7 @@ async def test_agent_errors_keep_their_code() -> None:
     agent.route(Ask, refuse)
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi", "kb": "x"}')
     await agent.drain()
-    assert _of(events, "a") == [{"v": 1, "type": "error", "id": "a", "code": "not_found",
+    assert of(events, "a") == [{"v": 1, "type": "error", "id": "a", "code": "not_found",
                                  "message": "no such knowledge base"}]
 
 
@@ -87,8 +83,8 @@ async def test_cancel_stops_a_running_request_with_a_cancelled_error() -> None:
     await started.wait()
     agent.submit('{"v": 1, "type": "cancel", "id": "c", "target": "a"}')
     await agent.drain()
-    assert _of(events, "a")[-1]["code"] == "cancelled"
-    assert _of(events, "c")[0]["data"] == {"target": "a", "cancelled": True}
+    assert of(events, "a")[-1]["code"] == "cancelled"
+    assert of(events, "c")[0]["data"] == {"target": "a", "cancelled": True}
     assert agent.in_flight == 0
 
 
@@ -107,7 +103,7 @@ async def test_duplicate_ids_in_flight_are_refused() -> None:
     assert "'a'" in refused[0]["message"]
     gate.set()
     await agent.drain()
-    assert [e["type"] for e in _of(events, "a")] == ["done"]
+    assert [e["type"] for e in of(events, "a")] == ["done"]
     assert [e for e in events if e["id"] is None] == refused
 
 
@@ -115,22 +111,22 @@ async def test_unrouted_requests_say_not_ready() -> None:
     agent, events = _agent()
     agent.submit('{"v": 1, "type": "kb.list", "id": "k"}')
     await agent.drain()
-    assert _of(events, "k")[0]["code"] == "not_ready"
+    assert of(events, "k")[0]["code"] == "not_ready"
 
 
 async def test_a_failing_sink_does_not_stop_the_agent() -> None:
-    delivered: list[str] = []
+    delivered: list[Event] = []
 
-    def sink(raw: str) -> None:
-        if '"s1"' in raw:
+    def sink(event: Event) -> None:
+        if event.id == "s1":
             raise OSError("port closed")
-        delivered.append(raw)
+        delivered.append(event)
 
     agent = Agent(Host(name="test", clock=LoopClock()), sink)
     agent.submit('{"v": 1, "type": "status", "id": "s1"}')
     agent.submit('{"v": 1, "type": "status", "id": "s2"}')
     await agent.drain()
-    assert [json.loads(r)["type"] for r in delivered] == ["result", "done"]
+    assert [e.TYPE for e in delivered] == ["result", "done"]
 
 
 def test_events_are_plain_data() -> None:
@@ -148,7 +144,7 @@ async def test_the_message_size_limit_is_the_hosts() -> None:
     refused = [e for e in events if e["type"] == "error"]
     assert [(e["code"], e["id"]) for e in refused] == [("too_large", None)] * 2
     assert "over 64 bytes" in refused[0]["message"]
-    assert [e["type"] for e in _of(events, "s1")] == ["result", "done"]
+    assert [e["type"] for e in of(events, "s1")] == ["result", "done"]
 
 
 async def test_a_request_cancelled_before_it_ran_still_ends_with_one_error() -> None:
@@ -161,7 +157,7 @@ async def test_a_request_cancelled_before_it_ran_still_ends_with_one_error() -> 
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
     agent.cancel_all()  # the client left before the request's task got to run
     await agent.drain()
-    assert [(e["type"], e.get("code")) for e in _of(events, "a")] == [("error", "cancelled")]
+    assert [(e["type"], e.get("code")) for e in of(events, "a")] == [("error", "cancelled")]
     assert agent.in_flight == 0
 
 
@@ -177,4 +173,4 @@ async def test_drain_returns_when_the_requests_finished_just_before_it() -> None
     agent.submit('{"v": 1, "type": "ask", "id": "a", "text": "hi"}')
     await asyncio.sleep(0)  # the request runs and finishes; its done callback is pending
     await agent.drain()  # (the old drain hung here, spinning without yielding)
-    assert _of(events, "a")[-1]["type"] == "done"
+    assert of(events, "a")[-1]["type"] == "done"

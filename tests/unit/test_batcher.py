@@ -7,25 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
+from tests.support.aio import no_leaked_tasks, ticks
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.runtime import Context, MicroBatcher, Priority
-
-
-async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while extra := asyncio.all_tasks() - before:
-        assert loop.time() < end, f"leaked tasks: {extra}"
-        await asyncio.sleep(0.001)
-
-
-async def ticks(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def until(condition: Callable[[], bool], within: float = 30.0) -> None:

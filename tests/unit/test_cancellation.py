@@ -20,11 +20,11 @@ deterministic. Plain functions, no fixtures: the file also runs inside Pyodide.
 from __future__ import annotations
 
 import asyncio
-import json
 from array import array
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from tests.support.aio import collect
 from wasmagent.agent import Agent
 from wasmagent.ports import Clock, Host, LoopClock, MemoryStore, Tensor
 from wasmagent.service import INTENT_LABELS, Service
@@ -151,7 +151,7 @@ class Rig:
         self.events: list[dict[str, Any]] = []
         host = Host(name="test", clock=clock or LoopClock(), store=self.store, inference=self.model,
                     vectors=self.vectors, vocab=VOCAB)
-        self.service = Service(host, lambda raw: self.events.append(json.loads(raw)),
+        self.service = Service(host, collect(self.events),
                                intent_labels=INTENT_LABELS, pool_size=1)
         self.service.start()
 
@@ -161,7 +161,7 @@ class Rig:
 
     def client(self) -> Agent:
         """Another connection onto the same core (the server makes one per WebSocket)."""
-        return self.service.connect(lambda raw: self.events.append(json.loads(raw)))
+        return self.service.connect(collect(self.events))
 
     def of(self, rid: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("id") == rid]

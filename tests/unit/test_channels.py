@@ -8,26 +8,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from typing import Any
 
 import pytest
 
+from tests.support.aio import no_leaked_tasks, ticks
 from wasmagent.runtime import Channel, ChannelClosed, ChannelEmpty, Recv, Send, select
-
-
-async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 30.0) -> None:
-    """Wait until every task started since `before` has ended (`within`: a safety net)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while extra := asyncio.all_tasks() - before:
-        assert loop.time() < end, f"leaked tasks: {extra}"
-        await asyncio.sleep(0.001)
-
-
-async def ticks(n: int = 5) -> None:
-    """Let every ready task run a few steps."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 def test_capacity_must_be_positive() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmagent import cli_commands
+from wasmagent.hosts import cli_commands
 from wasmagent.hosts.sql import SqliteStore
 from wasmagent.knowledge.kb import KnowledgeBase
 

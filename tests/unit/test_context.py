@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.aio import no_leaked_tasks
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.runtime import Context
 
@@ -30,15 +31,6 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
-
-
-async def no_leaked_tasks(before: set[asyncio.Task[Any]], within: float = 30.0) -> None:
-    """Wait until every task started since `before` has ended (`within`: a safety net)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while extra := asyncio.all_tasks() - before:
-        assert loop.time() < end, f"leaked tasks: {extra}"
-        await asyncio.sleep(0.001)
 
 
 def test_defaults() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wasmagent.answer.extractive import I_DONT_KNOW, compose_answer
+from wasmagent.answer.extractive import I_DONT_KNOW, NOT_SURE, compose_answer
 from wasmagent.retrieval.chunking import Chunk
 
 
@@ -57,3 +57,40 @@ def test_without_a_model_confidence_comes_from_query_coverage() -> None:
     hits = [Hit(OPEN, 0.03, 7.0, 0.0)]
     assert compose_answer("open a file object", hits).confident
     assert not compose_answer("quantum chromodynamics lattice", hits).confident
+
+
+JSON = Chunk("c3", "docs/json.html", "json — JSON encoder and decoder", "json.dump", "a3",
+             "Serialize obj as a JSON formatted stream to fp. If sort_keys is true, the output "
+             "of dictionaries will be sorted by key.")
+HOWTO = Chunk("c4", "docs/sorting.html", "Sorting HOW TO", "Key Functions", "a4",
+              "Both list.sort() and sorted() have a key parameter to specify a function to be "
+              "called on each list element prior to making comparisons.")
+
+
+def test_middling_evidence_lists_pages_instead_of_asserting_a_sentence() -> None:
+    answer = compose_answer("how do I sort records by a field",
+                            [Hit(JSON, 0.09, 2.0, 0.38), Hit(HOWTO, 0.08, 1.5, 0.36)])
+    assert not answer.confident
+    assert answer.text == NOT_SURE
+    assert [c.source for c in answer.citations] == ["docs/json.html", "docs/sorting.html"]
+
+
+def test_the_quoted_sentence_must_contain_the_questions_words() -> None:
+    # The top hit is close in meaning but no sentence of it says "key function": the answer
+    # comes from the page that does.
+    answer = compose_answer("what is a key function when sorting",
+                            [Hit(JSON, 0.09, 3.0, 0.52), Hit(HOWTO, 0.08, 4.0, 0.60)])
+    assert answer.confident
+    assert "key parameter" in answer.text
+    assert answer.citations[0].source == "docs/sorting.html"
+
+
+def test_evidence_spread_over_pages_cites_each_of_them_once() -> None:
+    hits = [Hit(SORT, 0.09, 6.0, 0.60), Hit(HOWTO, 0.08, 5.0, 0.58),
+            Hit(Chunk("c5", "docs/p2.html", "Docs", "Sorting", "a5", "More on sorted()."),
+                0.07, 1.0, 0.57), Hit(OPEN, 0.06, 0.5, 0.2)]
+    answer = compose_answer("how do I sort a list", hits)
+    assert answer.confident
+    sources = [c.source for c in answer.citations]
+    assert sources[0] == "docs/p2.html"
+    assert sources == ["docs/p2.html", "docs/sorting.html"], "one citation per page, strong ones"

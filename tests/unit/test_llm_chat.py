@@ -380,3 +380,41 @@ def test_retry_policy_delay_bounds() -> None:
         waits = [policy.delay(attempt, rng) for _ in range(200)]
         assert all(0 <= w <= ceiling for w in waits)
         assert max(waits) > ceiling / 2  # full jitter spreads over the whole range
+
+
+def tool_sse() -> bytes:
+    """A streamed turn that says a few words, then calls two tools, each call's arguments
+    split over several chunks, as OpenAI's API sends them."""
+    first = {"index": 0, "id": "call_a", "type": "function",
+             "function": {"name": "calculator", "arguments": ""}}
+    second = {"index": 1, "id": "call_b", "type": "function",
+              "function": {"name": "days_until", "arguments": '{"da'}}
+    events: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Checking. "}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [first]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '{"expression": '}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [second]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '"17 * 23"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 1, "function": {"arguments": 'te": "2026-12-25"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    return ("".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n").encode()
+
+
+async def test_tool_calls_stream_in_pieces_and_arrive_whole() -> None:
+    from wasmagent.ports import ToolCallRequest
+
+    body = tool_sse()
+    http = ScriptedHttp([body[:37], body[37:200], body[200:]])
+    chat, _, _ = make(http)
+    tools = [{"name": "calculator", "description": "math", "parameters": {"type": "object"}}]
+    parts = [p async for p in chat.chat([{"role": "user", "content": "q"}], tools, Context("r"))]
+    assert parts == ["Checking. ",
+                     ToolCallRequest("call_a", "calculator", '{"expression": "17 * 23"}'),
+                     ToolCallRequest("call_b", "days_until", '{"date": "2026-12-25"}')]
+    sent = http.calls[0]["body"]
+    assert sent["tools"] == [{"type": "function", "function": tools[0]}]
+    assert sent["stream"] is True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import platform
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.vectors import cosine
 from wasmagent.hosts.native import (
     MINILM_ENV,
     MINILM_FILES,
@@ -119,11 +119,6 @@ def _embed(prefix: list[str], *weights: str) -> dict[str, list[list[float]]]:
     return result
 
 
-def _cos(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
-
-
 @pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None,
                     reason="needs x86-64 and Debian's qemu-user (qemu-x86_64) to emulate an "
                            "AVX2-only CPU")
@@ -135,11 +130,11 @@ def test_native_vectors_hold_on_an_emulated_avx2_only_cpu() -> None:
     exact = "int8" if exact_int8_kernels(Path("/proc/cpuinfo").read_text(), "x86_64") else "uint8"
     for i, text in enumerate(TEXTS):
         reference = REFERENCE[text]
-        assert _cos(here["uint8"][i], here[exact][i]) > 0.99999, text
-        assert _cos(haswell["uint8"][i], reference) >= 0.97, text
+        assert cosine(here["uint8"][i], here[exact][i]) > 0.99999, text
+        assert cosine(haswell["uint8"][i], reference) >= 0.97, text
         # the bar tests/e2e/test_inference.py sets between hosts (measured: 1.0 on these five)
-        assert _cos(haswell["uint8"][i], here[exact][i]) >= 0.97, text
-    drift = min(_cos(haswell["int8"][i], here[exact][i]) for i in range(len(TEXTS)))
+        assert cosine(haswell["uint8"][i], here[exact][i]) >= 0.97, text
+    drift = min(cosine(haswell["int8"][i], here[exact][i]) for i in range(len(TEXTS)))
     assert drift < 0.97, (
         f"int8 under qemu -cpu Haswell agrees with this CPU (worst cosine {drift:.4f}): either "
         "qemu now emulates VNNI or onnxruntime's AVX2 u8s8 kernel no longer saturates; this "

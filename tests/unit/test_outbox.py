@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wasmagent.server.sessions import Outbox
+from wasmagent.hosts.server.sessions import Outbox
 
 
 async def test_unread_events_are_bounded_by_count_and_by_size() -> None:

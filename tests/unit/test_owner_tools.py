@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
+from tests.support.aio import collect
 from wasmagent.agent import Agent
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.ports import Host, LoopClock
@@ -181,8 +181,7 @@ def test_the_decorators_refuse_to_work_outside_a_tools_file() -> None:
 
 async def test_tools_load_through_the_protocol_routes_questions_to_owner_tools() -> None:
     events: list[dict[str, Any]] = []
-    service = Service(Host(name="test", clock=LoopClock()), lambda raw: events.append(
-        json.loads(raw)))
+    service = Service(Host(name="test", clock=LoopClock()), collect(events))
     service.start()
     agent: Agent = service.agent
     agent.route(ToolsLoad, service.tools_load)  # as the browser host does; never the server

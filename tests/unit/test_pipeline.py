@@ -6,14 +6,15 @@ import asyncio
 import json
 from typing import Any
 
+from tests.support.aio import collect, of
 from wasmagent import ports
 from wasmagent.agent import Agent
 from wasmagent.errors import AgentError, ErrorCode
-from wasmagent.pipeline import Job, Pipeline, Reply, Route, Router, SourceRef
+from wasmagent.pipeline import Job, Pipeline, Reply, Route, Router
 from wasmagent.pipeline.pipeline import conversation_turns, split_stream
 from wasmagent.pipeline.router import rule_route
 from wasmagent.ports import Host, LoopClock
-from wasmagent.protocol import Ask
+from wasmagent.protocol import Ask, Source
 
 
 class MemoryStore(ports.MemoryStore):
@@ -45,7 +46,7 @@ async def _retrieve(job: Job) -> Reply:
         raise AgentError(ErrorCode.NOT_FOUND, "no such knowledge base")
     if "slow" in job.request.text:
         await asyncio.sleep(30)
-    ref = SourceRef("docs/a.md", "A", "intro", 0.9, "The answer is here.")
+    ref = Source("docs/a.md", "A", "intro", 0.9, "The answer is here.")
     return Reply("The answer is here. It is grounded in the docs.", Route.RETRIEVE, (ref,))
 
 
@@ -63,7 +64,7 @@ def _setup(
     store: MemoryStore | None = None, **kw: Any
 ) -> tuple[Agent, Pipeline, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    agent = Agent(Host(name="test", clock=LoopClock()), lambda raw: events.append(json.loads(raw)))
+    agent = Agent(Host(name="test", clock=LoopClock()), collect(events))
     workers = {Route.RETRIEVE: _retrieve, Route.TOOL: _tool, Route.CANNED: _canned}
     pipeline = Pipeline(Router(parse_tool=_parse_tool), workers, store=store, **kw)
     pipeline.start()
@@ -75,16 +76,12 @@ def _ask(agent: Agent, rid: str, text: str) -> None:
     agent.submit(json.dumps({"v": 1, "type": "ask", "id": rid, "text": text}))
 
 
-def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["id"] == rid]
-
-
 async def test_a_question_streams_deltas_citations_then_the_answer() -> None:
     store = MemoryStore()
     agent, pipeline, events = _setup(store)
     _ask(agent, "q1", "where is the answer?")
     await agent.drain()
-    mine = _of(events, "q1")
+    mine = of(events, "q1")
     kinds = [e["type"] for e in mine]
     assert kinds[-2:] == ["answer", "done"]
     assert "citation" in kinds
@@ -109,7 +106,7 @@ async def test_the_router_picks_tool_canned_or_retrieval() -> None:
     _ask(agent, "g", "hello!")
     _ask(agent, "r", "how do I open a file?")
     await agent.drain()
-    routes = {rid: _of(events, rid)[-2]["route"] for rid in ("t", "g", "r")}
+    routes = {rid: of(events, rid)[-2]["route"] for rid in ("t", "g", "r")}
     assert routes == {"t": "tool", "g": "canned", "r": "retrieve"}
     await pipeline.aclose()
 
@@ -128,9 +125,9 @@ async def test_failures_stay_with_their_own_question() -> None:
     _ask(agent, "missing", "refuse this")
     _ask(agent, "good", "a normal question")
     await agent.drain()
-    assert _of(events, "bad")[-1]["code"] == "internal"
-    assert _of(events, "missing")[-1]["code"] == "not_found"
-    assert _of(events, "good")[-1]["type"] == "done"
+    assert of(events, "bad")[-1]["code"] == "internal"
+    assert of(events, "missing")[-1]["code"] == "not_found"
+    assert of(events, "good")[-1]["type"] == "done"
     await pipeline.aclose()
 
 
@@ -147,7 +144,7 @@ async def test_cancel_frees_the_work_and_leaks_no_task() -> None:
     await agent.drain()
     for _ in range(50):
         await asyncio.sleep(0.001)
-    assert _of(events, "slow")[-1]["code"] == "cancelled"
+    assert of(events, "slow")[-1]["code"] == "cancelled"
     assert pipeline.pool.in_flight == 0
     assert pipeline.in_flight == 0
     assert len(asyncio.all_tasks()) <= before
@@ -158,7 +155,7 @@ async def test_deadline_ends_a_stuck_question() -> None:
     agent, pipeline, events = _setup(timeout_s=0.05)
     _ask(agent, "slow", "slow question")
     await agent.drain()
-    assert _of(events, "slow")[-1]["code"] == "deadline_exceeded"
+    assert of(events, "slow")[-1]["code"] == "deadline_exceeded"
     assert pipeline.pool.in_flight == 0
     await pipeline.aclose()
 
@@ -176,7 +173,7 @@ async def test_a_thousand_concurrent_questions_half_cancelled() -> None:
         if pipeline.pool.in_flight == 0 and pipeline.pool.queued == 0:
             break
         await asyncio.sleep(0.001)
-    terminal = {rid: _of(events, rid)[-1] for rid in (f"q{i}" for i in range(1000))}
+    terminal = {rid: of(events, rid)[-1] for rid in (f"q{i}" for i in range(1000))}
     assert sum(e["type"] == "done" for e in terminal.values()) == 500
     assert sum(e.get("code") == "cancelled" for e in terminal.values()) == 500
     assert pipeline.in_flight == 0
@@ -189,7 +186,7 @@ async def test_overload_is_refused_with_a_clear_code() -> None:
     for i in range(4):
         _ask(agent, f"q{i}", "slow one")
     await asyncio.sleep(0.01)
-    codes = [_of(events, f"q{i}")[-1].get("code") for i in (2, 3)]
+    codes = [of(events, f"q{i}")[-1].get("code") for i in (2, 3)]
     assert codes == ["overloaded", "overloaded"]
     for i in range(2):
         agent.submit(json.dumps({"v": 1, "type": "cancel", "id": f"c{i}", "target": f"q{i}"}))
@@ -202,7 +199,7 @@ async def test_a_failing_store_never_breaks_an_answer_and_says_it_was_not_saved(
     agent, pipeline, events = _setup(store)
     _ask(agent, "q", "a question")
     await agent.drain()
-    answer, terminal = _of(events, "q")[-2:]
+    answer, terminal = of(events, "q")[-2:]
     assert answer["type"] == "answer"
     assert "grounded in the docs" in answer["text"]
     assert terminal["type"] == "error"
@@ -227,12 +224,12 @@ async def test_a_store_that_crashes_does_not_take_the_persistence_stage_down() -
     agent, pipeline, events = _setup(store)
     _ask(agent, "q1", "a question")
     await agent.drain()
-    assert _of(events, "q1")[-2]["type"] == "answer"
-    assert _of(events, "q1")[-1]["code"] == "storage_failed"
-    assert "disk driver bug" in _of(events, "q1")[-1]["message"]
+    assert of(events, "q1")[-2]["type"] == "answer"
+    assert of(events, "q1")[-1]["code"] == "storage_failed"
+    assert "disk driver bug" in of(events, "q1")[-1]["message"]
     _ask(agent, "q2", "another question")  # answered and saved: the stage is alive
     await agent.drain()
-    assert _of(events, "q2")[-1]["type"] == "done"
+    assert of(events, "q2")[-1]["type"] == "done"
     assert len(await store.keys("history/")) == 1
     await pipeline.aclose()
 
@@ -244,7 +241,7 @@ async def test_done_means_the_turn_is_saved_and_conversations_are_indexed() -> N
         agent.submit(json.dumps({"v": 1, "type": "ask", "id": rid, "text": f"question {rid}",
                                  "conversation": "c/1"}))
         await agent.drain()
-        assert _of(events, rid)[-1]["type"] == "done"
+        assert of(events, rid)[-1]["type"] == "done"
     _ask(agent, "other", "not in the conversation")
     await agent.drain()
     turns = await conversation_turns(store, "c/1", 10)

@@ -115,8 +115,10 @@ def test_schema_covers_every_message_and_error_code() -> None:
     requests, events = schema["$defs"]["requests"], schema["$defs"]["events"]
     assert set(requests) == {"status", "ask", "embed", "ingest", "cancel", "kb.list", "kb.delete",
                              "kb.passage", "history.list", "data.clear", "server.connect",
-                             "tools.load", "jobs.list", "jobs.get", "jobs.cancel", "jobs.watch"}
-    assert set(events) == {"progress", "delta", "citation", "answer", "result", "error", "done"}
+                             "tools.load", "jobs.list", "jobs.get", "jobs.cancel", "jobs.watch",
+                             "llm.chat"}
+    assert set(events) == {"progress", "delta", "citation", "tool_call", "tool_result", "answer",
+                           "result", "error", "done"}
     assert set(events["error"]["properties"]["code"]["enum"]) == {c.value for c in ErrorCode}
     ask = requests["ask"]
     assert ask["required"] == ["v", "type", "id", "text"]
@@ -133,3 +135,49 @@ def test_tools_load_carries_an_owner_file_and_is_in_the_schema() -> None:
     schema = json_schema()["$defs"]
     assert schema["requests"]["tools.load"]["required"] == ["v", "type", "id", "source", "code"]
     assert "tools_load_failed" in schema["events"]["error"]["properties"]["code"]["enum"]
+
+
+def test_requests_round_trip_through_their_wire_form() -> None:
+    """A host builds a request as a dataclass and sends `to_wire()`: the receiver parses the
+    same request back, defaults left out of the message."""
+    from wasmagent.protocol import PassageIn
+
+    ask = Ask("r1", "why?", kb="docs", mode="llm", passages=[PassageIn("a.md", "A", "", "x")])
+    wire = ask.to_wire()
+    assert (wire["v"], wire["type"]) == (1, "ask")
+    assert "top_k" not in wire
+    assert parse_request(json.dumps(wire)) == ask
+    assert parse_request(Status("s").to_json()) == Status("s")
+
+
+def test_events_serialise_to_text_utf8_can_carry() -> None:
+    """A lone surrogate echoed from a client's id must not make the event unsendable."""
+    text = Error("s\ud800", "bad_message", "no").to_json()
+    text.encode()  # would raise on a raw surrogate
+    assert json.loads(text)["id"] == "s\ud800"
+    assert Done("é").to_json() == '{"v":1,"type":"done","id":"é"}'
+
+
+def test_terminal_events_are_known_by_type() -> None:
+    from wasmagent.protocol import TERMINAL_TYPES, is_terminal
+
+    assert Done("x").TERMINAL
+    assert Error("x", "internal", "m").TERMINAL
+    assert not Citation("x", "a", "A", "", 0.5, "s").TERMINAL
+    assert sorted(TERMINAL_TYPES) == ["done", "error"]
+    assert is_terminal({"type": "done"})
+    assert not is_terminal({"type": "delta"})
+
+
+def test_the_js_module_carries_the_protocol() -> None:
+    """protocol.js, generated for the page and worker, states the same names and schema."""
+    from wasmagent.protocol import js_module
+
+    text = js_module()
+    assert "export const PROTOCOL_VERSION = 1;" in text
+    assert 'export const SUBPROTOCOL = "wasmagent.v1";' in text
+    assert 'export const TERMINAL_TYPES = ["done", "error"];' in text
+    schema_line = next(line for line in text.splitlines() if line.startswith("export const SCHEMA"))
+    schema = json.loads(schema_line.removeprefix("export const SCHEMA = ").removesuffix(";"))
+    assert schema == json.loads(json.dumps(json_schema()))
+    assert set(schema["$defs"]["widget"]) >= {"connect", "ask", "reply", "ready"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wasmagent.errors import AgentError, ErrorCode
-from wasmagent.server.security import (
+from wasmagent.hosts.server.security import (
     TOKEN_PREFIX,
     OriginPolicy,
     RateLimiter,

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.aio import collect, of
 from wasmagent.hosts.native import native_host
+from wasmagent.protocol import Event
 from wasmagent.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,14 +32,10 @@ DOCS = [
 def _service(store: str | Path = ":memory:") -> tuple[Service, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     host = native_host(store)
-    service = Service(host, lambda raw: events.append(json.loads(raw)),
+    service = Service(host, collect(events),
                       intent_labels=host.intent_labels)
     service.start()
     return service, events
-
-
-def _of(events: list[dict[str, Any]], rid: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["id"] == rid]
 
 
 async def test_ingest_ask_list_and_delete_through_the_protocol(tmp_path: Path) -> None:
@@ -45,25 +43,25 @@ async def test_ingest_ask_list_and_delete_through_the_protocol(tmp_path: Path) -
     agent = service.agent
     agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "guide", "documents": DOCS})
     await agent.drain()
-    result = _of(events, "i")[-2]["data"]
+    result = of(events, "i")[-2]["data"]
     assert result["chunks_added"] == 4
     assert result["skipped"] == []
-    assert any(e["type"] == "progress" for e in _of(events, "i"))
+    assert any(e["type"] == "progress" for e in of(events, "i"))
     agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
                   "kb": "guide"})
     await agent.drain()
-    answer = _of(events, "a")[-2]
+    answer = of(events, "a")[-2]
     assert "service worker" in answer["text"]
     assert answer["citations"][0]["source"] == "guide/faq.rst"
     assert answer["citations"][0]["anchor"] == "does-it-work-offline"
     agent.submit({"v": 1, "type": "kb.list", "id": "l"})
     await agent.drain()
-    assert _of(events, "l")[0]["data"]["kbs"] == [{"name": "guide", "chunks": 4, "sources": 3}]
+    assert of(events, "l")[0]["data"]["kbs"] == [{"name": "guide", "chunks": 4, "sources": 3}]
     agent.submit({"v": 1, "type": "kb.delete", "id": "d", "kb": "guide"})
     agent.submit({"v": 1, "type": "kb.delete", "id": "d2", "kb": "nope"})
     await agent.drain()
-    assert _of(events, "d")[-1]["type"] == "done"
-    assert _of(events, "d2")[-1]["code"] == "not_found"
+    assert of(events, "d")[-1]["type"] == "done"
+    assert of(events, "d2")[-1]["code"] == "not_found"
     assert await service.host.store.keys("kb/") == []  # type: ignore[union-attr]
     await service.aclose()
 
@@ -78,7 +76,7 @@ async def test_knowledge_survives_a_restart(tmp_path: Path) -> None:
     second.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "what do I need to install?",
                          "kb": "guide"})
     await second.agent.drain()
-    answer = _of(events, "a")[-2]
+    answer = of(events, "a")[-2]
     assert "Python 3.11" in answer["text"]
     await second.aclose()
 
@@ -87,8 +85,8 @@ async def test_cancelling_an_ingestion_keeps_what_was_committed(tmp_path: Path) 
     events: list[dict[str, Any]] = []
     indexed = asyncio.Event()  # the first batch of passages is committed
 
-    def sink(raw: str) -> None:
-        events.append(json.loads(raw))
+    def sink(event: Event) -> None:
+        events.append(event.to_wire())
         if "indexed" in (events[-1].get("message") or ""):
             indexed.set()
 
@@ -101,7 +99,7 @@ async def test_cancelling_an_ingestion_keeps_what_was_committed(tmp_path: Path) 
     await asyncio.wait_for(indexed.wait(), 120)  # 120 s: a safety net
     service.agent.submit({"v": 1, "type": "cancel", "id": "c", "target": "i"})
     await service.agent.drain()
-    assert _of(events, "i")[-1]["code"] == "cancelled"
+    assert of(events, "i")[-1]["code"] == "cancelled"
     kb = await service.library.get("big")
     assert 0 < len(kb) < 200 * 2
     meta = json.loads(await service.host.store.get("kb/big/meta"))  # type: ignore[union-attr]
@@ -126,7 +124,7 @@ def test_cli_ingest_then_ask_json(tmp_path: Path) -> None:
     assert "Node 20" in answer["answer"]
     citation = answer["citations"][0]
     assert citation["source"] == "sub/install.md"
-    assert set(citation) == {"source", "title", "anchor", "score", "text"}
+    assert set(citation) == {"source", "title", "anchor", "score", "snippet"}
 
 
 def _assert_quiet_broken_pipe(proc: subprocess.Popen[str], stderr: str) -> None:
@@ -194,18 +192,18 @@ async def test_a_full_store_is_reported_and_answers_come_from_memory() -> None:
     events: list[dict[str, Any]] = []
     host = native_host(":memory:")
     host.store = FullStore()
-    service = Service(host, lambda raw: events.append(json.loads(raw)),
+    service = Service(host, collect(events),
                       intent_labels=host.intent_labels)
     service.start()
     service.agent.submit({"v": 1, "type": "ingest", "id": "i", "kb": "guide", "documents": DOCS})
     await service.agent.drain()
-    error = _of(events, "i")[-1]
+    error = of(events, "i")[-1]
     assert error["code"] == "storage_failed"
     assert "quota" in error["message"]
     service.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
                           "kb": "guide"})
     await service.agent.drain()
-    assert "service worker" in _of(events, "a")[-2]["text"]
+    assert "service worker" in of(events, "a")[-2]["text"]
     await service.aclose()
 
 
@@ -244,5 +242,5 @@ async def _install(dump: bytes) -> None:
     service.agent.submit({"v": 1, "type": "ask", "id": "a", "text": "does it work offline?",
                           "kb": "guide"})
     await service.agent.drain()
-    assert "service worker" in _of(events, "a")[-2]["text"]
+    assert "service worker" in of(events, "a")[-2]["text"]
     await service.aclose()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmagent.server.static import make_server
+from wasmagent.hosts.server.static import make_server
 
 DIST = Path(__file__).resolve().parents[2] / "dist"
 ALLOWED = "https://shop.example"

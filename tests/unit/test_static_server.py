@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -12,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from wasmagent.server.embed import normalize_origins
-from wasmagent.server.static import make_server
+from wasmagent.hosts.server.embed import normalize_origins
+from wasmagent.hosts.server.static import make_server
 
 
 @contextmanager
@@ -141,3 +143,50 @@ def test_origins_are_normalized() -> None:
     assert normalize_origins(["HTTPS://Shop.Example:443/", "http://[::1]:80", "*",
                               "https://shop.example"]) == [
         "https://shop.example", "http://[::1]", "*"]
+
+
+def _fetch(url: str, headers: dict[str, str] | None = None) -> tuple[Any, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request) as response:
+        return response.headers, response.read()
+
+
+def test_large_files_go_gzipped_to_browsers_that_accept_it(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    wasm = bytes(range(256)) * 64
+    (site / "big.wasm").write_bytes(wasm)
+    (site / "big.wasm.gz").write_bytes(gzip.compress(wasm))
+    with _serving(site, isolate=True) as base:
+        headers, body = _fetch(f"{base}/big.wasm", {"Accept-Encoding": "gzip, deflate, br"})
+        assert headers["Content-Encoding"] == "gzip"
+        assert headers["Content-Type"] == "application/wasm", "the file's type, not gzip's"
+        assert headers["Vary"] == "Accept-Encoding"
+        assert gzip.decompress(body) == wasm
+        for refusing in ({}, {"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0"}):
+            headers, body = _fetch(f"{base}/big.wasm", refusing)
+            assert "Content-Encoding" not in headers
+            assert headers["Vary"] == "Accept-Encoding"
+            assert body == wasm
+        headers, _ = _fetch(f"{base}/c.js", {"Accept-Encoding": "gzip"})
+        assert "Content-Encoding" not in headers, "no .gz beside it"
+        assert "Vary" not in headers
+
+
+def test_a_stale_gz_is_never_served(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    (site / "big.wasm.gz").write_bytes(gzip.compress(b"old"))
+    (site / "big.wasm").write_bytes(b"new")
+    stale = (site / "big.wasm").stat().st_mtime - 60
+    os.utime(site / "big.wasm.gz", (stale, stale))
+    with _serving(site, isolate=True) as base:
+        headers, body = _fetch(f"{base}/big.wasm", {"Accept-Encoding": "gzip"})
+        assert body == b"new"
+        assert "Content-Encoding" not in headers
+
+
+def test_versioned_urls_are_cached_for_good_and_the_rest_revalidated(tmp_path: Path) -> None:
+    with _serving(_site(tmp_path), isolate=True) as base:
+        assert _fetch(f"{base}/a.wasm?v=3f2a")[0]["Cache-Control"] == (
+            "public, max-age=31536000, immutable")
+        for unversioned in ("/a.wasm", "/a.wasm?v=", "/a.wasm?version=3", "/", "/index.html"):
+            assert _fetch(base + unversioned)[0]["Cache-Control"] == "no-cache", unversioned

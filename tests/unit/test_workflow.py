@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from wasmagent.errors import AgentError, ErrorCode
-from wasmagent.knowledge.ingest import ingest
+from wasmagent.knowledge.ingest import EMBED_GROUP, ingest
 from wasmagent.knowledge.library import Library
 from wasmagent.llm.resilience import RetryPolicy
 from wasmagent.ports import MemoryStore
@@ -283,11 +283,11 @@ async def _ingest_job(library: Library) -> Any:
 
 
 async def test_an_ingestion_killed_mid_way_resumes_and_stores_every_document_once() -> None:
-    docs = _docs(12)
+    docs = _docs(30)
     reference = Library(MemoryStore(), None, None)
     expected = (await reference.ingest("kb", docs)).to_dict()
     assert expected["duplicates"] > 0
-    assert expected["chunks_added"] > 64
+    assert expected["chunks_added"] > 2 * EMBED_GROUP
 
     store, clock = CrashingStore(), Clock()
     store.crash_at = 4  # the start, two batches, then death while committing the third

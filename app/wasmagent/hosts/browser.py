@@ -1,8 +1,9 @@
-"""The browser host: adapts the JS API that `web/worker.js` hands over to the core's ports.
+"""The browser host: adapts the JS API that `web/worker/worker.js` hands over to the core's ports.
 
 `worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
 `post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
-`web/ort-host.js`), `store` (IndexedDB, `web/idb-store.js`, or `{error}` when unavailable),
+`web/worker/ort-host.js`), `store` (IndexedDB, `web/worker/idb-store.js`, or `{error}` when
+unavailable),
 `kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
 `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
@@ -13,25 +14,39 @@ with `to_bytes()` (one copy), never element by element.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from array import array
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from js import Object
-from pyodide.ffi import JsException, JsProxy, to_js
+from pyodide.ffi import JsException, JsProxy, jsnull, to_js
 
+from .. import keyspace
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode, UpstreamError
+from ..llm.choice import ChoiceLlm
 from ..llm.remote import RemoteLlm
-from ..ports import Host, LoopClock, MemoryStore, Store, Tensor
-from ..protocol import Event, Result, ServerConnect, ToolsLoad
-from ..service import Service, build_agent
+from ..llm.wire import build_messages
+from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, Turn
+from ..protocol import Event, PassageIn, Result, ServerConnect, ToolsLoad, is_terminal
+from ..runtime.context import Context
+from ..service import Service
 
 _TYPECODES = {"int64": "q", "float32": "f"}
 SHIPPED_KB = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BROWSER_JOB_LEASE_S = 3.0
+LOCAL_MAX_TOKENS = 64
+"""A 135M model rambles past this; 10-25 s of decoding on one thread."""
+LOCAL_TIMEOUT_S = 90.0
+DEFAULT_TIMEOUT_S = 30.0
+LOCAL_DEADLINE_MARGIN_S = 1.0
+LOCAL_PASSAGES = 2
+LOCAL_PASSAGE_CHARS = 400
 
 
 def _js_object(value: Mapping[str, Any]) -> Any:
@@ -75,7 +90,9 @@ class IndexedDbStore:
 
     async def get(self, key: str) -> bytes | None:
         value = await self._call("get", key)
-        return None if value is None else bytes(value.to_py())
+        # One copy out of the Uint8Array (`to_py()` then `bytes()` made two: opening a
+        # knowledge base reads tens of MB).
+        return None if value is None else bytes(value.to_bytes())
 
     async def put(self, key: str, value: bytes) -> None:
         await self._call("put", key, to_js(value))
@@ -105,7 +122,7 @@ class IndexedDbStore:
 
 
 class JsVectors:
-    """The `VectorSearch` port over `web/vectors.js` (typed arrays searched in JS)."""
+    """The `VectorSearch` port over `web/worker/vectors.js` (typed arrays searched in JS)."""
 
     def __init__(self, vectors: Any) -> None:
         self._js = vectors
@@ -122,7 +139,7 @@ class JsVectors:
 
 
 class JsLink:
-    """The `Link` to an agent server over `web/server-link.js` (a WebSocket that reconnects
+    """The `Link` to an agent server over `web/worker/server-link.js` (a WebSocket that reconnects
     with backoff by itself)."""
 
     def __init__(self, link: Any) -> None:
@@ -148,7 +165,7 @@ class JsLink:
                     raise UpstreamError(f"the server link failed: {exc}") from None
                 event = json.loads(str(raw))
                 yield event
-                if event.get("type") in ("done", "error"):
+                if is_terminal(event):
                     return
         finally:
             handle.close()
@@ -165,6 +182,65 @@ class JsLink:
             emit(Result(request.id, self.state()))
 
         return handle
+
+
+class WllamaLlm:
+    """The `Llm` port over the local model (`web/worker/llm-host.js`: wllama in its own worker).
+
+    Available only once the model is installed and loaded: a model still loading is never
+    waited for (the caller answers extractively). The prompt is the server's RAG prompt
+    (`build_messages`); closing the stream, as a cancelled request does, aborts decoding
+    between two tokens."""
+
+    name = "local"
+
+    def __init__(self, host: Any, max_tokens: int = LOCAL_MAX_TOKENS) -> None:
+        self._js = host
+        self._max_tokens = max_tokens
+
+    def available(self) -> bool:
+        return bool(self._js.ready())
+
+    def details(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._js.state().to_py()
+        return found
+
+    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+                     turns: Sequence[Turn] = (), conversation: str | None = None
+                     ) -> AsyncIterator[str]:
+        # Prompt tokens cost as much as answer tokens here (~100/s in wasm): fewer, shorter
+        # passages keep the first token within seconds. The first ones keep their numbers.
+        short = [replace(p, text=p.text[:LOCAL_PASSAGE_CHARS])
+                 for p in passages[:LOCAL_PASSAGES]]
+        messages = build_messages(question, short, turns)
+        try:
+            handle = self._js.generate(json.dumps(messages), self._max_tokens)
+        except JsException as exc:
+            raise UpstreamError(str(exc), retryable=False) from None
+        async with aclosing(ctx.stream(_pieces(handle, ctx))) as pieces:
+            async for piece in pieces:
+                yield piece
+
+
+async def _pieces(handle: Any, ctx: Context) -> AsyncIterator[str]:
+    try:
+        while True:
+            left = ctx.remaining()
+            # Stop short of the request's deadline: a slow device then gets the extractive
+            # answer with a notice (the LLM worker's fallback), not a bare deadline error.
+            budget = None if left is None else max(0.0, left - LOCAL_DEADLINE_MARGIN_S)
+            try:
+                piece = await asyncio.wait_for(handle.next(), budget)
+            except TimeoutError:
+                raise UpstreamError("the local model is too slow on this device to answer "
+                                    "in time", retryable=False) from None
+            except JsException as exc:
+                raise UpstreamError(str(exc), retryable=False) from None
+            if piece is None or piece is jsnull:
+                return
+            yield str(piece)
+    finally:
+        handle.close()
 
 
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
@@ -191,13 +267,23 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
     link = JsLink(api.link)
     # A short job lease: after a reload, the new page takes the interrupted ingestion over
     # within seconds (the old page can no longer renew it). Other tabs renew theirs meanwhile.
-    service = build_agent(host, lambda event: api.post(event), llm=RemoteLlm(link),
-                          job_lease_s=BROWSER_JOB_LEASE_S)
-    service.agent.route(ServerConnect, link.connect_handler())
+    local_host = getattr(api, "llm", None)
+    local = WllamaLlm(local_host) if local_host is not None else None
+    # With the local model installed, a grounded answer can take a minute on a slow CPU
+    # (wasm reads the prompt at ~6-50 tokens/s): the request deadline must allow it.
+    service = Service(host, llm=ChoiceLlm(RemoteLlm(link), local),
+                      job_lease_s=BROWSER_JOB_LEASE_S,
+                      timeout_s=DEFAULT_TIMEOUT_S if local is None else LOCAL_TIMEOUT_S)
+    agent = service.connect(lambda event: api.post(event.to_json()))
+    agent.route(ServerConnect, link.connect_handler())
     # Site owners' Python runs only in the visitor's own browser, never on a shared server.
-    service.agent.route(ToolsLoad, service.tools_load)
+    agent.route(ToolsLoad, service.tools_load)
+    service.start()
+    if local_host is not None:
+        # Loads an installed model in wllama's worker; questions meanwhile answer extractively.
+        local_host.ensure()
     await _seed(service, store, api, str(api.kb or "default"), info)
-    return service.agent
+    return agent
 
 
 async def _seed(service: Service, store: Store, api: Any, name: str,
@@ -208,7 +294,7 @@ async def _seed(service: Service, store: Store, api: Any, name: str,
         if not SHIPPED_KB.fullmatch(name):
             raise AgentError(ErrorCode.NOT_FOUND, f"{name!r} is not a shipped knowledge base "
                              "name (letters, digits, - and _)")
-        if await store.get(f"kb/{name}/meta") is None:
+        if await store.get(keyspace.kb_meta(name)) is None:
             data = await api.fetchBytes(f"kb/{name}.kv")
             await service.seed(name, data.to_bytes())
     except (JsException, AgentError) as exc:

@@ -3,19 +3,26 @@
 Blocking native calls run on one dedicated thread per resource (`blocking.OneThread`:
 onnxruntime releases the GIL while it computes), so the event loop keeps serving. The stores
 (SQLite, PostgreSQL) live in `sql.py`.
+
+Start-up matters to `python -m wasmagent ask` (one question per process): model sessions are
+created on a thread as soon as the host exists, alongside the knowledge base's loading, from a
+graph onnxruntime optimised once and cached (`ort_cache_dir`); httpx is imported only when an
+LLM upstream is first called.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import platform
 from array import array
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 
@@ -23,6 +30,9 @@ from ..errors import RETRYABLE_STATUS, AgentError, ErrorCode, UpstreamError
 from ..ports import Host, LoopClock, Tensor
 from .blocking import OneThread
 from .sql import SqliteStore, SqlStore
+
+if TYPE_CHECKING:
+    import httpx
 
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 MODEL_FILES = {
@@ -39,6 +49,7 @@ MINILM_FILES = {
     "uint8": "all-minilm-l6-v2/model.uint8.onnx",
 }
 MINILM_ENV = "WASMAGENT_MINILM_WEIGHTS"  # int8 | uint8 | auto (the default)
+CACHE_ENV = "WASMAGENT_CACHE_DIR"  # where optimised graphs are kept; "off" to keep none
 _NP = {"int64": np.int64, "float32": np.float32}
 
 
@@ -78,36 +89,107 @@ def minilm_weights(env: Mapping[str, str] = os.environ, cpuinfo: Path = Path("/p
     return "int8" if exact else "uint8"
 
 
+def ort_cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
+    """Where optimised model graphs are cached: `$WASMAGENT_CACHE_DIR`, else the user's cache
+    directory; None when turned off."""
+    chosen = env.get(CACHE_ENV)
+    if chosen == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "wasmagent"
+
+
 class OnnxInference:
-    """The `Inference` port over onnxruntime; one session per model, created on first use."""
+    """The `Inference` port over onnxruntime; one session per model, created on first use or,
+    for the models in `preload`, at once on a thread of their own."""
 
     def __init__(self, models_dir: Path = MODELS_DIR, threads: int = 0,
-                 minilm: str | None = None) -> None:
+                 minilm: str | None = None, *, preload: Sequence[str] = (),
+                 cache_dir: Path | None = None) -> None:
         self._dir = models_dir
         self._threads = threads
         self.minilm = minilm or minilm_weights()
         self._files = {**MODEL_FILES, "minilm": MINILM_FILES[self.minilm]}
+        self._cache = cache_dir
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._worker = OneThread("onnx")
+        self._loader: ThreadPoolExecutor | None = None
+        self._loading: dict[str, Future[ort.InferenceSession]] = {}
+        if preload:
+            # Creating a session releases the GIL for most of its ~0.3 s: done here, it overlaps
+            # whatever the process does before its first inference.
+            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-load")
+            for model in preload:
+                if model in self._files:
+                    self._loading[model] = self._loader.submit(self._create, model)
 
     def session(self, model: str) -> ort.InferenceSession:
         if model not in self._sessions:
-            if model not in self._files:
-                raise AgentError(ErrorCode.NOT_FOUND, f"unknown model {model!r}")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self._threads
-            # Idle intra-op threads sleep instead of spinning: on 2 cores the spinning threads
-            # took CPU from the event loop and the other requests. Measured: one short text
-            # 7.5 -> 3.5 ms of CPU per embedding for +0.3 ms latency; 32x128 batches unchanged.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            path = self._dir / self._files[model]
-            self._sessions[model] = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"])
+            loading = self._loading.pop(model, None)
+            self._sessions[model] = loading.result() if loading else self._create(model)
         return self._sessions[model]
 
+    def _create(self, model: str) -> ort.InferenceSession:
+        if model not in self._files:
+            raise AgentError(ErrorCode.NOT_FOUND, f"unknown model {model!r}")
+        options = self._options()
+        path = self._dir / self._files[model]
+        cached = self._cached_graph(path)
+        if cached is not None and cached.exists():
+            # Optimised already: creating the session from it takes half the time.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            return ort.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
+        # EXTENDED, not ALL: the levels above it add layout changes for convolutions only (none
+        # here) that tie a saved graph to this CPU.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        if cached is not None:
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            options.optimized_model_filepath = str(partial)
+            try:
+                session = ort.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+                os.replace(partial, cached)
+                return session
+            except Exception:
+                # An unwritable cache must not cost the model: create it again without.
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                options = self._options()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        # Idle intra-op threads sleep instead of spinning: on 2 cores the spinning threads
+        # took CPU from the event loop and the other requests. Measured: one short text
+        # 7.5 -> 3.5 ms of CPU per embedding for +0.3 ms latency; 32x128 batches unchanged.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def _cached_graph(self, path: Path) -> Path | None:
+        """The cache file for `path`'s optimised graph (new for a changed model or runtime)."""
+        if self._cache is None:
+            return None
+        try:
+            stat = path.stat()
+            self._cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return self._cache / (f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+                              f"-ort{ort.__version__}.onnx")
+
     async def run(self, model: str, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        session = self.session(model)
+        session: ort.InferenceSession | None = self._sessions.get(model)
+        if session is None:
+            loading = self._loading.pop(model, None)
+            if loading is not None:
+                session = self._sessions[model] = await asyncio.wrap_future(loading)
+            else:
+                session = await self._worker.call(self.session, model)
+        assert session is not None
         inputs = {name: np.frombuffer(t.data, dtype=_NP[t.dtype]).reshape(t.shape)
                   for name, t in feeds.items()}
         try:
@@ -118,6 +200,8 @@ class OnnxInference:
         return {name: _tensor(value) for name, value in zip(names, outputs, strict=True)}
 
     def close(self) -> None:
+        if self._loader is not None:
+            self._loader.shutdown(wait=True)
         self._worker.close()
 
 
@@ -132,42 +216,70 @@ def _tensor(value: Any) -> Tensor:
 
 
 class NumpyVectors:
-    """The `VectorSearch` port over numpy matrices (one growing float32 matrix per space)."""
+    """The `VectorSearch` port over numpy: one float32 matrix per space, grown by doubling its
+    capacity (appending a segment never copies the rows already there; re-stacking the whole
+    matrix per segment made ingestion quadratic in the number of passages)."""
 
     def __init__(self) -> None:
         self._spaces: dict[str, np.ndarray[Any, Any]] = {}
+        self._rows: dict[str, int] = {}
 
     async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
         block = np.frombuffer(rows, dtype=np.float32).reshape(-1, dim)
         current = self._spaces.get(space)
-        self._spaces[space] = block.copy() if current is None else np.vstack([current, block])
-        return int(self._spaces[space].shape[0])
+        used = self._rows.get(space, 0)
+        if current is None or current.shape[0] < used + block.shape[0]:
+            capacity = max(used + block.shape[0], 2 * (0 if current is None else current.shape[0]))
+            grown = np.empty((capacity, dim), dtype=np.float32)
+            if current is not None:
+                grown[:used] = current[:used]
+            self._spaces[space] = current = grown
+        current[used:used + block.shape[0]] = block
+        self._rows[space] = used + block.shape[0]
+        return self._rows[space]
 
     async def search(self, space: str, query: array, k: int) -> list[tuple[int, float]]:  # type: ignore[type-arg]
         matrix = self._spaces.get(space)
         if matrix is None or k <= 0:
             return []
-        scores = matrix @ np.frombuffer(query, dtype=np.float32)
+        scores = matrix[:self._rows[space]] @ np.frombuffer(query, dtype=np.float32)
         k = min(k, scores.shape[0])
+        if k == 0:
+            return []
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top]
 
     async def drop(self, space: str) -> None:
         self._spaces.pop(space, None)
+        self._rows.pop(space, None)
 
 
 class HttpxStream:
     """The `HttpStream` port over one pooled `httpx.AsyncClient` (keep-alive connections are
-    reused across requests; `max_connections` bounds sockets to the upstream)."""
+    reused across requests; `max_connections` bounds sockets to the upstream). httpx (and its
+    client) are loaded on the first request: a CLI question that never calls an LLM does not
+    pay ~100 ms of start-up for them."""
 
     def __init__(self, *, max_connections: int = 256, keepalive: int = 64) -> None:
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=keepalive, keepalive_expiry=30)
-        self._client = httpx.AsyncClient(limits=limits, timeout=None)
+        self._limits = (max_connections, keepalive)
+        self._client_: httpx.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._client_ is None:
+            import httpx
+
+            limits = httpx.Limits(max_connections=self._limits[0],
+                                  max_keepalive_connections=self._limits[1],
+                                  keepalive_expiry=30)
+            self._client_ = httpx.AsyncClient(limits=limits, timeout=None)
+        return self._client_
 
     async def post_stream(self, url: str, headers: Mapping[str, str], body: bytes, *,
                           timeout: float) -> AsyncIterator[bytes]:  # noqa: ASYNC109 - per read
+        import httpx
+
         limit = httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=timeout)
         try:
             async with self._client.stream("POST", url, headers=dict(headers), content=body,
@@ -187,7 +299,8 @@ class HttpxStream:
                                 ) from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client_ is not None:
+            await self._client_.aclose()
 
 
 def native_host(store: str | Path | SqlStore = ":memory:", *, models_dir: Path = MODELS_DIR,
@@ -203,7 +316,8 @@ def native_host(store: str | Path | SqlStore = ":memory:", *, models_dir: Path =
     vocab_path = models_dir / "all-minilm-l6-v2/vocab.txt"
     labels_path = models_dir / "intent/labels.json"
     labels = tuple(json.loads(labels_path.read_text())) if labels_path.exists() else None
-    inference = OnnxInference(models_dir, threads)
+    inference = OnnxInference(models_dir, threads, preload=("minilm", "intent"),
+                              cache_dir=ort_cache_dir())
     return Host(
         name="native",
         clock=LoopClock(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
+from .. import keyspace
 from ..errors import AgentError, ErrorCode
 from ..ports import Store
 
@@ -42,8 +43,8 @@ def decode(data: bytes) -> Iterator[tuple[str, bytes]]:
 
 async def dump_kb(store: Store, name: str) -> bytes:
     """The dump of knowledge base `name` in `store`; `AgentError(NOT_FOUND)` if it is empty."""
-    keys = await store.keys(f"kb/{name}/")
-    if f"kb/{name}/meta" not in keys:
+    keys = await store.keys(keyspace.kb_prefix(name))
+    if keyspace.kb_meta(name) not in keys:
         raise AgentError(ErrorCode.NOT_FOUND, f"there is no knowledge base named {name!r}")
     pairs = []
     for key in keys:

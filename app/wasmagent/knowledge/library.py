@@ -12,12 +12,15 @@ the wrapped store (a durable job's, with its journal; or `direct_step`'s).
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
+from .. import keyspace
 from ..errors import AgentError, ErrorCode
-from ..inference.embedder import Embedder
-from ..ports import Clock, LoopClock, MemoryStore, Store, VectorSearch
+from ..inference.embedder import Embedder, Vector
+from ..ports import Clock, LoopClock, MemoryStore, Staging, Store, VectorSearch
 from ..protocol import DocumentIn
 from ..retrieval.chunking import Chunk, ChunkDeduper, chunk_document
 from ..retrieval.extract import Kind, detect_kind, extract_sections
@@ -26,9 +29,12 @@ from ..runtime.context import Context
 from ..tenancy import PrefixStaging, PrefixStore
 from ..workflow import Tx
 from .ingest import EMBED_GROUP, IngestReport, Progress, direct_step, ingest
-from .kb import KnowledgeBase, Staging
+from .kb import KnowledgeBase
 
 __all__ = ["IngestReport", "Library"]
+
+CHUNKED_DOCS = 2 * EMBED_GROUP
+"""Parsed documents kept: at least the two groups of chunks a step and its look-ahead span."""
 
 
 class Library:
@@ -51,17 +57,22 @@ class Library:
         self._checked: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._warming: set[asyncio.Task[None]] = set()
-        self._chunked: tuple[DocumentIn, list[Chunk], str | None] | None = None
+        self._chunked: dict[int, tuple[DocumentIn, list[Chunk], str | None]] = {}
+        self._ahead: dict[str, tuple[list[str], asyncio.Task[list[Vector]]]] = {}
+        """Per knowledge base, the next step's texts, already being embedded (`add_batch`)."""
         self._unsaved: set[str] = set()
         """Knowledge bases the store refused (quota): kept in memory for this session."""
 
     async def aclose(self) -> None:
+        for name in list(self._ahead):
+            await self.drop_lookahead(name)
         for task in list(self._warming):
             task.cancel()
         await asyncio.gather(*self._warming, return_exceptions=True)
 
     async def names(self) -> list[str]:
-        found = {k.split("/")[1] for k in await self.store.keys("kb/") if k.endswith("/meta")}
+        found = {name for k in await self.store.keys(keyspace.KB)
+                 if (name := keyspace.kb_name(k)) is not None}
         return sorted(found)
 
     async def get(self, name: str) -> KnowledgeBase:
@@ -79,7 +90,7 @@ class Library:
                                and self._clock.monotonic() < due)):
             return kb
         async with self._lock(name):
-            raw = await self.store.get(f"kb/{name}/meta")
+            raw = await self.store.get(keyspace.kb_meta(name))
             self._checked[name] = self._clock.monotonic()
             kb = self._open.get(name)
             if kb is not None and raw == kb.stored_meta:
@@ -95,12 +106,32 @@ class Library:
         kb = await KnowledgeBase.load(self.store, name, self.vectors)
         if kb is not None:
             self._open[name] = kb
+            if kb.outdated and name not in self._unsaved:
+                await self._upgrade(kb)
             self._warm(kb)
         return kb
 
+    async def _upgrade(self, kb: KnowledgeBase) -> None:
+        """Save a knowledge base loaded from an earlier layout in the current one, so that it
+        opens fast from now on. Best effort: another writer that got there first (`conflict`)
+        or a full store leave it as it was, readable the slow way."""
+        tx = Tx()
+        meta = kb.stage_upgrade(tx)
+        try:
+            await self.store.commit(tx.puts, tx.deletes, tx.expect)
+        except AgentError as exc:
+            if exc.code not in (ErrorCode.CONFLICT, ErrorCode.STORAGE):
+                raise
+            return
+        kb.apply_lexical(meta)
+        kb.outdated = False
+
     def _warm(self, kb: KnowledgeBase) -> None:
         """Precompute the BM25 impact lists in the background, a slice at a time, so the first
-        questions after a load do not pay for them (it matters in Pyodide's slow Python)."""
+        questions after a load do not pay for them (it matters in Pyodide's slow Python). An
+        index loaded packed needs none: a query decodes just its own terms."""
+        if kb.lazily_loaded:
+            return
 
         async def run() -> None:
             for _ in kb.lexical.warm():
@@ -138,12 +169,18 @@ class Library:
     # -- ingestion ---------------------------------------------------------------------------
 
     async def ingest(self, name: str, documents: Sequence[DocumentIn], *,
-                     ctx: Context | None = None, progress: Progress | None = None
-                     ) -> IngestReport:
-        """Add documents without a journal (CLI, benchmarks); the `ingest` job is durable."""
+                     ctx: Context | None = None, progress: Progress | None = None,
+                     index: bool = True) -> IngestReport:
+        """Add documents without a journal (CLI, benchmarks); the `ingest` job is durable.
+        Without `index` the BM25 index is not saved at the end (a caller adding documents in
+        many calls saves it once with `save_index`; until then opening re-indexes the rest)."""
         work = ingest(self, name, documents, step=direct_step(self._steps_store),
-                      progress=progress)
+                      progress=progress, index=index, clock=self._clock)
         return await (work if ctx is None else ctx.run(work))
+
+    async def save_index(self, name: str) -> None:
+        """Save the BM25 index of `name` if it is behind its segments (one commit)."""
+        await direct_step(self._steps_store)("index", partial(self.stage_index, name))
 
     async def ingest_unsaved(self, name: str, documents: Sequence[DocumentIn], *,
                              progress: Progress | None = None) -> AgentError | None:
@@ -156,13 +193,28 @@ class Library:
             failure.append(exc)
 
         step = direct_step(self._steps_store, refused=refused, saving=name not in self._unsaved)
-        await ingest(self, name, documents, step=step, progress=progress)
+        await ingest(self, name, documents, step=step, progress=progress, clock=self._clock)
         return failure[0] if failure else None
 
     async def add_batch(self, name: str, documents: Sequence[DocumentIn],
                         cursor: tuple[int, int], tx: Tx) -> dict[str, Any]:
-        """One ingestion step: the next new chunks from `cursor`, embedded and staged."""
+        """One ingestion step: the next new chunks from `cursor`, embedded and staged.
+
+        Before waiting for its own vectors, the step hands the following step's texts to the
+        embedder too (`_look_ahead`): the model then works through this step's commit and the
+        next step's document parsing instead of idling, and its batches fill up."""
         kb = await self.fresh(name, now=True) or KnowledgeBase(name, self.vectors)
+        fresh, following, result = self._take(kb, documents, cursor)
+        if fresh:
+            ahead = self._look_ahead(kb, documents, following)
+            await self._stage(kb, fresh, tx, ahead)
+        return result
+
+    def _take(self, kb: KnowledgeBase, documents: Sequence[DocumentIn],
+              cursor: tuple[int, int], *, peek: bool = False
+              ) -> tuple[list[Chunk], tuple[int, int], dict[str, Any]]:
+        """The next group of new chunks from `cursor`, the cursor after it and the step's
+        result. With `peek`, documents that cannot be read are not reported."""
         doc, offset = cursor
         fresh: list[Chunk] = []
         seen: set[str] = set()
@@ -170,7 +222,7 @@ class Library:
         skipped: list[dict[str, str]] = []
         while doc < len(documents) and len(fresh) < EMBED_GROUP:
             chunks, error = self._chunks(documents[doc])
-            if error is not None and offset == 0:
+            if error is not None and offset == 0 and not peek:
                 skipped.append({"source": documents[doc].source, "reason": error})
             take = chunks[offset:offset + EMBED_GROUP - len(fresh)]
             for chunk in take:
@@ -183,17 +235,53 @@ class Library:
             offset += len(take)
             if offset >= len(chunks):
                 doc, offset = doc + 1, 0
-        if fresh:
-            await self._stage(kb, fresh, tx)
-        return {"next": [doc, offset], "added": len(fresh), "duplicates": duplicates,
-                "skipped": skipped}
+        return fresh, (doc, offset), {"next": [doc, offset], "added": len(fresh),
+                                      "duplicates": duplicates, "skipped": skipped}
 
-    async def _stage(self, kb: KnowledgeBase, chunks: list[Chunk], tx: Tx) -> None:
+    def _look_ahead(self, kb: KnowledgeBase, documents: Sequence[DocumentIn],
+                    cursor: tuple[int, int]) -> tuple[list[str], asyncio.Task[list[Vector]]] | None:
+        """Start embedding the step after this one; returns what was started for this one."""
+        ahead = self._ahead.pop(kb.name, None)
+        if self.embedder is None or cursor[0] >= len(documents):
+            return ahead
+        texts = [c.search_text for c in self._take(kb, documents, cursor, peek=True)[0]]
+        if texts:
+            work = self.embedder.embed(texts, priority=Priority.BACKGROUND)
+            self._ahead[kb.name] = texts, asyncio.get_running_loop().create_task(work)
+        return ahead
+
+    async def drop_lookahead(self, name: str) -> None:
+        """Cancel embedding work started for a step that will not run (ingestion ended)."""
+        self._chunked.clear()
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None and not ahead[1].done():
+            ahead[1].cancel()
+            await asyncio.gather(ahead[1], return_exceptions=True)
+        elif ahead is not None and not ahead[1].cancelled():
+            ahead[1].exception()  # retrieved, so an error of unused work is not logged as lost
+
+    async def _embed(self, texts: list[str],
+                     ahead: tuple[list[str], asyncio.Task[list[Vector]]] | None) -> list[Vector]:
+        """Vectors for `texts`, taken from the work started ahead where it covers them."""
+        assert self.embedder is not None
+        known: dict[str, Vector] = {}
+        if ahead is not None:
+            try:
+                known = dict(zip(ahead[0], await ahead[1], strict=True))
+            except AgentError:
+                known = {}  # embedded again below, where a real failure surfaces in order
+        missing = [t for t in texts if t not in known]
+        if missing:
+            known.update(zip(missing, await self.embedder.embed(
+                missing, priority=Priority.BACKGROUND), strict=True))
+        return [known[t] for t in texts]
+
+    async def _stage(self, kb: KnowledgeBase, chunks: list[Chunk], tx: Tx,
+                     ahead: tuple[list[str], asyncio.Task[list[Vector]]] | None = None) -> None:
         vectors = None
         if self.embedder is not None:
-            rows = await self.embedder.embed([c.search_text for c in chunks],
-                                             priority=Priority.BACKGROUND)
-            vectors = rows[0][:0]
+            rows = await self._embed([c.search_text for c in chunks], ahead)
+            vectors = array("f")
             for row in rows:
                 vectors.extend(row)
         meta = kb.stage_segment(self._staging(tx), chunks, vectors)
@@ -204,6 +292,15 @@ class Library:
                 await kb.apply_segment(meta, chunks, vectors)
 
         tx.on_commit(apply)
+
+    def consumed(self, documents: Sequence[DocumentIn], cursor: tuple[int, int]) -> int:
+        """Characters of `documents` before `cursor` (a document's chunks count evenly)."""
+        doc, offset = cursor
+        done = sum(len(d.text) for d in documents[:doc])
+        if offset and doc < len(documents):
+            chunks = self._chunks(documents[doc])[0]
+            done += len(documents[doc].text) * offset // max(1, len(chunks))
+        return done
 
     async def stage_index(self, name: str, tx: Tx) -> None:
         """The last ingestion step: save the BM25 index once, not per batch."""
@@ -221,14 +318,18 @@ class Library:
         return PrefixStaging(tx, self._prefix) if self._prefix else tx
 
     def _chunks(self, doc: DocumentIn) -> tuple[list[Chunk], str | None]:
-        """A document's chunks (kept for the next step: a long one spans several)."""
-        if self._chunked is not None and self._chunked[0] is doc:
-            return self._chunked[1], self._chunked[2]
+        """A document's chunks, kept for the next steps: a long document spans several, and
+        looking ahead parses the documents the next step will take."""
+        cached = self._chunked.get(id(doc))
+        if cached is not None and cached[0] is doc:
+            return cached[1], cached[2]
         try:
             kind: Kind = doc.kind or detect_kind(doc.source, doc.text)  # type: ignore[assignment]
             parsed = extract_sections(doc.text, kind, source=doc.source)
             found, error = chunk_document(parsed, source=doc.source), None
         except Exception as exc:  # a malformed document must not stop the batch
             found, error = [], f"{type(exc).__name__}: {exc}"
-        self._chunked = (doc, found, error)
+        if len(self._chunked) >= CHUNKED_DOCS:
+            del self._chunked[next(iter(self._chunked))]
+        self._chunked[id(doc)] = (doc, found, error)
         return found, error

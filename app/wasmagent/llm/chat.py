@@ -10,22 +10,19 @@ everything, backoff waits included: nothing outlives its deadline.
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AgentError, ErrorCode, UpstreamError
-from ..ports import Clock, HttpStream
+from ..ports import Clock, HttpStream, ToolCallRequest, Turn
 from ..protocol import PassageIn
 from ..runtime.context import Context
-from . import Turn
+from ..telemetry import Log, fallback_log
 from .resilience import CircuitBreaker, RetryPolicy
-from .wire import DONE, SseDecoder, build_messages, chat_body, chunk_text
-
-log = logging.getLogger("wasmagent.llm")
+from .wire import DONE, SseDecoder, ToolCalls, build_messages, chat_body, chunk_parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +50,9 @@ class OpenAIChat:
 
     def __init__(self, http: HttpStream, config: ChatConfig, clock: Clock, *,
                  breaker: CircuitBreaker | None = None, rng: random.Random | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None,
+                 log: Log = fallback_log) -> None:
+        self._log = log
         self._http = http
         self.config = config
         self._clock = clock
@@ -74,6 +73,24 @@ class OpenAIChat:
                      ) -> AsyncIterator[str]:
         body = chat_body(self.config.model, build_messages(question, passages, turns),
                          max_tokens=self.config.max_tokens)
+        async with aclosing(self._call(body, ctx)) as parts:
+            async for part in parts:
+                if isinstance(part, str):
+                    yield part
+
+    async def chat(self, messages: Sequence[Mapping[str, Any]],
+                   tools: Sequence[Mapping[str, Any]], ctx: Context
+                   ) -> AsyncIterator[str | ToolCallRequest]:
+        """One model turn offered `tools`: its text as it streams, then its tool calls."""
+        body = chat_body(self.config.model, messages, max_tokens=self.config.max_tokens,
+                         tools=tools)
+        async with aclosing(self._call(body, ctx)) as parts:
+            async for part in parts:
+                yield part
+
+    async def _call(self, body: bytes, ctx: Context
+                    ) -> AsyncGenerator[str | ToolCallRequest, None]:
+        """One request with retries and the breaker (see the module docstring)."""
         attempt = 0
         while True:
             attempt += 1
@@ -93,8 +110,8 @@ class OpenAIChat:
                     raise
                 self.retries += 1
                 delay = self.config.retry.delay(attempt, self._rng)
-                log.warning("LLM call failed (%s); retry %d in %.2f s", exc.message, attempt,
-                            delay)
+                self._log("llm_retry", level="warning", error=exc.message, attempt=attempt,
+                          delay_s=round(delay, 3))
                 await ctx.run(self._clock.sleep(delay))
                 continue
             except AgentError as exc:
@@ -114,7 +131,9 @@ class OpenAIChat:
             self.breaker.success()
             return
 
-    async def _once(self, body: bytes, ctx: Context) -> AsyncIterator[str]:
+    async def _once(self, body: bytes, ctx: Context) -> AsyncIterator[str | ToolCallRequest]:
+        """One streamed call: text pieces as they come, then the tool calls, complete, once
+        the stream ends (`[DONE]`)."""
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
@@ -122,18 +141,21 @@ class OpenAIChat:
         timeout = self.config.timeout_s if remaining is None else min(remaining,
                                                                       self.config.timeout_s)
         decoder = SseDecoder()
+        calls = ToolCalls()
         source = self._http.post_stream(self.config.url, headers, body, timeout=timeout)
         async with aclosing(ctx.stream(source)) as pieces:
             async for raw in pieces:
                 for payload in decoder.feed(raw):
-                    text = chunk_text(payload)
+                    text = chunk_parts(payload, calls)
                     if text == DONE:
                         await self._drain(pieces, ctx)
+                        for call in calls.done():
+                            yield call
                         return
                     if text:
                         yield text
         for payload in decoder.close():
-            text = chunk_text(payload)
+            text = chunk_parts(payload, calls)
             if text and text != DONE:
                 yield text
         raise UpstreamError("the LLM stream ended without [DONE]", retryable=True)

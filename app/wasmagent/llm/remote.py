@@ -4,6 +4,9 @@ The browser keeps retrieval local (the user's documents never leave it whole): i
 question with its own top passages as an `ask` in `llm` mode, and streams back the server's
 `delta` events. A server `error` or a dropped connection becomes `UpstreamError`, so the LLM
 worker can fall back to the local extractive answer.
+
+With tools, the browser runs the agent loop itself: `chat` relays one model turn at a time
+(`llm.chat`), and the model's tool calls come back to run here, in the visitor's browser.
 """
 
 from __future__ import annotations
@@ -11,27 +14,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import asdict
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import UpstreamError
-from ..protocol import PROTOCOL_VERSION, PassageIn
+from ..ports import Link, ToolCallRequest, Turn
+from ..protocol import Ask, LlmChat, PassageIn
 from ..runtime.context import Context
-from . import Turn
 
-
-@runtime_checkable
-class Link(Protocol):
-    """A message connection to an agent server (the browser adapter: a WebSocket).
-
-    `exchange(message)` sends one request and yields the server's events for its id, ending
-    after the terminal one; it raises `UpstreamError` when the connection is down or drops.
-    Closing the iterator early sends a `cancel` for the request.
-    """
-
-    def connected(self) -> bool: ...
-
-    def exchange(self, message: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]: ...
+__all__ = ["Link", "RemoteLlm"]
 
 
 class RemoteLlm:
@@ -54,16 +44,38 @@ class RemoteLlm:
                      turns: Sequence[Turn] = (), conversation: str | None = None
                      ) -> AsyncIterator[str]:
         rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
-        message: dict[str, object] = {"v": PROTOCOL_VERSION, "type": "ask", "id": rid,
-                                      "text": question, "mode": "llm",
-                                      "passages": [asdict(p) for p in passages]}
-        if conversation is not None:  # the server keeps that conversation's turns itself
-            message["conversation"] = conversation
+        # The server keeps the conversation's turns itself: its id is enough.
+        message = Ask(rid, question, mode="llm", passages=list(passages),
+                      conversation=conversation).to_wire()
         async with aclosing(ctx.stream(self._link.exchange(message))) as events:
             async for event in events:
                 kind = event.get("type")
                 if kind == "delta" and isinstance(event.get("text"), str):
                     yield event["text"]
+                elif kind == "error":
+                    raise UpstreamError(f"the server failed: {event.get('code')}: "
+                                        f"{event.get('message')}", retryable=False)
+                elif kind == "done":
+                    return
+        raise UpstreamError("the server closed the answer early")
+
+    async def chat(self, messages: Sequence[Mapping[str, Any]],
+                   tools: Sequence[Mapping[str, Any]], ctx: Context
+                   ) -> AsyncIterator[str | ToolCallRequest]:
+        """One turn of the server's model, offered this browser's tools (`llm.chat`): the
+        tools run here, never on the server."""
+        rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
+        message = LlmChat(rid, [dict(m) for m in messages],
+                          [dict(t) for t in tools] or None).to_wire()
+        async with aclosing(ctx.stream(self._link.exchange(message))) as events:
+            async for event in events:
+                kind = event.get("type")
+                if kind == "delta" and isinstance(event.get("text"), str):
+                    yield event["text"]
+                elif kind == "tool_call":
+                    yield ToolCallRequest(str(event.get("call_id", "")),
+                                          str(event.get("name", "")),
+                                          str(event.get("arguments", "{}")))
                 elif kind == "error":
                     raise UpstreamError(f"the server failed: {event.get('code')}: "
                                         f"{event.get('message')}", retryable=False)

@@ -4,6 +4,8 @@
 events, incrementally: feed it pieces as they arrive, split anywhere (even inside a UTF-8
 character or a CRLF). `chunk_text` reads one payload: the text of a `chat.completion.chunk`
 delta, `None` for chunks that carry none (role, finish), or `DONE` for the `[DONE]` sentinel.
+`ToolCalls` gathers the pieces of streamed tool calls (`delta.tool_calls`, each call's
+arguments split over many chunks, calls told apart by `index`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ..errors import UpstreamError
+from ..ports import ToolCallRequest
 from ..protocol import PassageIn
 
 DONE: Final = "[DONE]"
@@ -40,10 +43,13 @@ def build_messages(question: str, passages: Sequence[PassageIn],
             {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"}]
 
 
-def chat_body(model: str, messages: list[dict[str, str]], *, max_tokens: int = 512,
-              temperature: float = 0.2) -> bytes:
-    return json.dumps({"model": model, "messages": messages, "stream": True,
-                       "max_tokens": max_tokens, "temperature": temperature}).encode()
+def chat_body(model: str, messages: Sequence[Any], *, max_tokens: int = 512,
+              temperature: float = 0.2, tools: Sequence[Any] = ()) -> bytes:
+    body: dict[str, Any] = {"model": model, "messages": list(messages), "stream": True,
+                            "max_tokens": max_tokens, "temperature": temperature}
+    if tools:
+        body["tools"] = [{"type": "function", "function": t} for t in tools]
+    return json.dumps(body).encode()
 
 
 class SseDecoder:
@@ -87,11 +93,10 @@ def _line_end(buffer: str) -> tuple[int, int] | None:
     return (cr, cr + 2) if buffer[cr + 1] == "\n" else (cr, cr + 1)
 
 
-def chunk_text(payload: str) -> str | None:
-    """The delta text in one streamed payload; raises `UpstreamError` on a malformed or error
-    payload (an upstream that reports an error inside the stream)."""
+def _chunk(payload: str) -> dict[str, Any] | None:
+    """A payload's first choice, `None` for `[DONE]`; raises like `chunk_text`."""
     if payload.strip() == DONE:
-        return DONE
+        return None
     try:
         chunk: Any = json.loads(payload)
     except ValueError:
@@ -105,7 +110,55 @@ def chunk_text(payload: str) -> str | None:
         raise UpstreamError(f"the LLM reported an error mid-stream: {message}", retryable=True)
     choices = chunk.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return None
-    delta = choices[0].get("delta")
+        return {}
+    choice: dict[str, Any] = choices[0]
+    return choice
+
+
+class ToolCalls:
+    """The tool calls of one streamed answer, assembled from their pieces."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def feed(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta")
+        pieces = delta.get("tool_calls") if isinstance(delta, dict) else None
+        if not isinstance(pieces, list):
+            return
+        for piece in pieces:
+            if not isinstance(piece, dict):
+                continue
+            index = piece.get("index", len(self._calls))
+            call = self._calls.setdefault(index if isinstance(index, int) else 0,
+                                          {"id": "", "name": "", "arguments": ""})
+            if isinstance(piece.get("id"), str):
+                call["id"] = piece["id"]
+            function = piece.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    call["name"] += function["name"]
+                if isinstance(function.get("arguments"), str):
+                    call["arguments"] += function["arguments"]
+
+    def done(self) -> list[ToolCallRequest]:
+        """The complete calls, in the model's order (an id made up where the model gave none)."""
+        return [ToolCallRequest(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
+                for i, c in sorted(self._calls.items())]
+
+
+def chunk_parts(payload: str, calls: ToolCalls) -> str | None:
+    """Like `chunk_text`, also feeding `calls` the chunk's tool-call pieces."""
+    choice = _chunk(payload)
+    if choice is None:
+        return DONE
+    calls.feed(choice)
+    delta = choice.get("delta")
     content = delta.get("content") if isinstance(delta, dict) else None
     return content if isinstance(content, str) and content else None
+
+
+def chunk_text(payload: str) -> str | None:
+    """The delta text in one streamed payload; raises `UpstreamError` on a malformed or error
+    payload (an upstream that reports an error inside the stream)."""
+    return chunk_parts(payload, ToolCalls())

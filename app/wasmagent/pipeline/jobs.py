@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..errors import AgentError
-from ..protocol import Ask, Event
+from ..protocol import Ask, Event, Source
 from ..runtime.context import Context
 from ..tenancy import Scope
 
@@ -26,27 +26,12 @@ class Route(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class SourceRef:
-    """A cited passage."""
-
-    source: str
-    title: str
-    anchor: str
-    score: float
-    snippet: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "title": self.title, "anchor": self.anchor,
-                "score": round(self.score, 4), "text": self.snippet}
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
     """A worker's answer before it is streamed: text, sources, and whether it is grounded."""
 
     text: str
     route: Route
-    citations: tuple[SourceRef, ...] = ()
+    citations: tuple[Source, ...] = ()
     confident: bool = True
     detail: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False

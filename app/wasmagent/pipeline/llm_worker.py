@@ -6,11 +6,14 @@ them when it refers to none. When the LLM fails in `auto` mode the user still ge
 what was already streamed stays, a notice says what happened, and the local extractive answer
 follows — all as deltas, so the concatenated deltas still equal the answer's text and the
 conversation keeps every word that was shown.
+
+Given tools and a model that can call them (`ToolLlm`), the answer comes from the agent loop
+(`tool_loop.py`): the model decides which tools to call, step by step, and the steps stream
+as `tool_call`/`tool_result` events before the final text.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 
@@ -18,13 +21,15 @@ from ..answer.extractive import compose_answer, snippet
 from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
-from ..llm import Llm, Turn
-from ..protocol import Delta, PassageIn
-from .jobs import Job, Reply, Route, SourceRef
+from ..llm.choice import ChoiceLlm, choose
+from ..ports import Clock, Llm, LoopClock, ToolLlm, Turn
+from ..protocol import Delta, PassageIn, Source
+from ..telemetry import Log, fallback_log
+from ..tools import ToolRegistry
+from .jobs import Job, Reply, Route
 from .pipeline import conversation_turns
+from .tool_loop import ToolLoop
 from .workers import search, source_refs
-
-log = logging.getLogger("wasmagent.llm")
 
 LLM_PASSAGES = 5
 MAX_TURNS = 6
@@ -35,7 +40,16 @@ CITED = re.compile(r"\[(\d{1,2})\]")
 class LlmWorker:
     """See the module docstring."""
 
-    def __init__(self, library: Library, default_kb: str, llm: Llm) -> None:
+    def __init__(self, library: Library, default_kb: str, llm: Llm, *,
+                 tools: ToolRegistry | None = None, clock: Clock | None = None,
+                 log: Log = fallback_log) -> None:
+        self._log = log
+        # Behind a `ChoiceLlm`, only the server's model is offered tools (the local one is
+        # too small to call them usefully).
+        tool_llm = llm.server if isinstance(llm, ChoiceLlm) else llm
+        self._loop = (ToolLoop(tool_llm, tools, clock or LoopClock())
+                      if tools is not None and isinstance(tool_llm, ToolLlm) else None)
+        self._tool_llm = tool_llm
         self._library = library
         self._default = default_kb
         self.llm = llm
@@ -50,22 +64,33 @@ class LlmWorker:
             passages = [PassageIn(h.chunk.source, h.chunk.heading or h.chunk.title,
                                   h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
         pieces: list[str] = []
+        llm = choose(self.llm, request.mode) or self.llm
+        detail: dict[str, object] = {"llm": llm.name, "passages": len(passages)}
         try:
             turns = await self._turns(job)
-            async for piece in self.llm.stream(request.text, passages, job.ctx, turns=turns,
-                                               conversation=request.conversation):
-                pieces.append(piece)
-                job.emit(Delta(request.id, piece))
+            if self._loop is not None and llm is self._tool_llm:
+                outcome = await self._loop.run(request.id, request.text, passages, job.ctx,
+                                               job.emit, turns=turns, shown=pieces)
+                job.timings.update(steps=outcome.steps, model=round(outcome.model_ms, 3),
+                                   tools=round(outcome.tool_ms, 3))
+                detail.update(steps=outcome.steps, calls=len(outcome.calls))
+            else:
+                async for piece in llm.stream(request.text, passages, job.ctx, turns=turns,
+                                              conversation=request.conversation):
+                    pieces.append(piece)
+                    job.emit(Delta(request.id, piece))
         except AgentError as exc:
             if request.mode == "llm" or exc.code in (ErrorCode.CANCELLED, ErrorCode.DEADLINE):
                 raise
-            return self._fallback(job, hits, pieces, exc)
+            return self._fallback(job, hits, pieces, exc, llm.name)
         text = "".join(pieces)
         scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
         return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
-                     detail={"llm": self.llm.name, "passages": len(passages)}, streamed=True)
+                     detail=detail, streamed=True)
 
     async def _turns(self, job: Job) -> list[Turn]:
+        if job.request.history is not None:
+            return [(t.question, t.answer) for t in job.request.history[-MAX_TURNS:]]
         conversation = job.request.conversation
         store = self._library.store if job.scope is None else job.scope.history
         if conversation is None or store is None:
@@ -73,25 +98,25 @@ class LlmWorker:
         saved = await conversation_turns(store, conversation, MAX_TURNS)
         return [(t["question"], t["answer"]) for t in saved]
 
-    def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError
-                  ) -> Reply:
-        log.warning("LLM answer for %s failed, answering locally: %s", job.request.id,
-                    exc.message)
+    def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError,
+                  name: str) -> Reply:
+        self._log("llm_fallback", level="warning", request_id=job.request.id,
+                  error=exc.message)
         local = compose_answer(job.request.text, hits)
         lead = "\n\n" if shown else ""
-        notice = (f"{lead}[The {self.llm.name} LLM failed ({exc.code.value}: {exc.message}). "
+        notice = (f"{lead}[The {name} LLM failed ({exc.code.value}: {exc.message}). "
                   "Answer from the local documents instead:]\n\n")
         for piece in (notice, local.text):
             job.emit(Delta(job.request.id, piece))
         return Reply("".join(shown) + notice + local.text, Route.FALLBACK,
                      source_refs(local.citations), local.confident,
-                     {"llm": self.llm.name, "error": exc.code.value}, streamed=True)
+                     {"llm": name, "error": exc.code.value}, streamed=True)
 
 
 def _citations(text: str, passages: Sequence[PassageIn], scores: Sequence[float]
-               ) -> tuple[SourceRef, ...]:
+               ) -> tuple[Source, ...]:
     cited = [int(n) - 1 for n in dict.fromkeys(CITED.findall(text))]
     chosen = [i for i in cited if 0 <= i < len(passages)] or list(range(len(passages)))
-    return tuple(SourceRef(passages[i].source, passages[i].title, passages[i].anchor,
-                           scores[i] if i < len(scores) else 0.0,
-                           snippet(passages[i].text)) for i in chosen)
+    return tuple(Source(passages[i].source, passages[i].title, passages[i].anchor,
+                        scores[i] if i < len(scores) else 0.0,
+                        snippet(passages[i].text)) for i in chosen)

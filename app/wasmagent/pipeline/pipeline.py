@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
 from typing import Any
 
+from .. import keyspace
 from ..errors import AgentError, ErrorCode
 from ..ports import Clock, LoopClock, Store
 from ..protocol import Answer, Ask, Citation, Delta, Event
@@ -38,11 +39,10 @@ from ..runtime.channels import Channel, ChannelClosed, ChannelEmpty
 from ..runtime.context import Context
 from ..runtime.pool import WorkerPool
 from ..runtime.watchdog import Watchdog
+from ..telemetry import Log, failure, fallback_log
 from ..tenancy import Scope
 from .jobs import Job, Reply, Route
 from .router import Router
-
-log = logging.getLogger("wasmagent.pipeline")
 
 Worker = Callable[[Job], Awaitable[Reply]]
 Observer = Callable[[str, float, str], None]
@@ -67,7 +67,9 @@ class Pipeline:
     def __init__(self, router: Router, workers: dict[Route, Worker], *,
                  store: Store | None = None, clock: Clock | None = None,
                  pool_size: int = 8, routers: int = 4, max_in_flight: int = 1024,
-                 timeout_s: float = 30.0, observe: Observer | None = None) -> None:
+                 timeout_s: float = 30.0, observe: Observer | None = None,
+                 log: Log = fallback_log) -> None:
+        self._log = log
         self._router = router
         self._workers = workers
         self._store = store
@@ -160,7 +162,8 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("stage %s failed for %s", stage, job.request.id)
+            self._log("stage_failed", level="error", stage=stage, request_id=job.request.id,
+                      error=failure(exc))
             job.fail(AgentError(ErrorCode.INTERNAL, f"internal error in {stage}: {exc}"))
             self.finished[stage] += 1
             return False
@@ -217,7 +220,8 @@ class Pipeline:
                 try:
                     record = self._stream(job, job.reply)
                 except Exception as exc:  # a bug in one reply must not end the stage
-                    log.exception("stage aggregate failed for %s", job.request.id)
+                    self._log("stage_failed", level="error", stage="aggregate",
+                              request_id=job.request.id, error=failure(exc))
                     job.fail(AgentError(ErrorCode.INTERNAL, f"internal error in aggregate: {exc}"))
                     continue
                 finally:
@@ -235,16 +239,16 @@ class Pipeline:
         if not reply.streamed:
             for piece in split_stream(reply.text):
                 job.emit(Delta(rid, piece))
-        for ref in reply.citations:
-            job.emit(Citation(rid, ref.source, ref.title, ref.anchor, round(ref.score, 4),
-                              ref.snippet))
+        for cited in reply.citations:
+            job.emit(Citation.of(rid, cited))
         total = (self._clock.monotonic() - job.started) * 1000
         timings = {**job.timings, "total": round(total, 3)}
         self._observe("total", total, rid)
-        citations = [ref.to_dict() for ref in reply.citations]
+        citations = [replace(c, score=round(c.score, 4)) for c in reply.citations]
         job.emit(Answer(rid, reply.text, citations, reply.confident, reply.route.value, timings))
         return {"id": rid, "question": job.request.text, "answer": reply.text,
-                "route": reply.route.value, "citations": citations, "timings_ms": timings,
+                "route": reply.route.value, "citations": [asdict(c) for c in citations],
+                "timings_ms": timings,
                 "at": self._clock.wall(), "conversation": job.request.conversation}
 
     async def _persist_stage(self) -> None:
@@ -280,8 +284,8 @@ class Pipeline:
             err = exc if isinstance(exc, AgentError) else AgentError(
                 ErrorCode.STORAGE, f"{type(exc).__name__}: {exc}")
             self.persist_failures += len(batch)
-            log.warning("history not saved for %s: %s",
-                        ", ".join(r["id"] for r, _, _ in batch), err.message)
+            self._log("history_not_saved", level="warning",
+                      request_ids=[r["id"] for r, _, _ in batch], error=err.message)
             for _, saved, _ in batch:
                 if not saved.done():
                     saved.set_exception(AgentError(
@@ -303,24 +307,20 @@ LEFT = (ErrorCode.CANCELLED, ErrorCode.DEADLINE)
 def _history_puts(records: list[dict[str, Any]]) -> dict[str, bytes]:
     puts = {}
     for record in records:
-        key = history_key(record["at"], record["id"])
+        key = keyspace.history_key(record["at"], record["id"])
         puts[key] = json.dumps(record).encode()
         if record.get("conversation"):
-            puts[f"conv/{record['conversation']}/{key[len('history/'):]}"] = key.encode()
+            puts[keyspace.conversation_key(record["conversation"], key)] = key.encode()
     return puts
-
-
-def history_key(at: float, request_id: str) -> str:
-    return f"history/{at:017.6f}/{request_id}"
 
 
 async def conversation_turns(store: Store, conversation: str, limit: int
                              ) -> list[dict[str, Any]]:
     """The last `limit` saved turns of a conversation, oldest first."""
     turns = []
-    prefix = f"conv/{conversation}/"
+    prefix = keyspace.conversation_prefix(conversation)
     for key in (await store.keys(prefix))[-limit:]:
-        raw = await store.get(f"history/{key[len(prefix):]}")
+        raw = await store.get(keyspace.history_of(key, conversation))
         if raw is not None:
             turns.append(json.loads(raw))
     return turns

@@ -10,20 +10,21 @@ Retrieval is the default whenever the intent head is unsure or unavailable, beca
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentError, ErrorCode
+from ..llm.choice import choose
+from ..ports import ToolLlm
+from ..telemetry import Log, fallback_log
 from .jobs import Job, Route
 
 if TYPE_CHECKING:
     from ..inference.embedder import Embedder
     from ..inference.intent import IntentClassifier
-    from ..llm import Llm
+    from ..ports import Llm
 
-log = logging.getLogger("wasmagent.router")
 
 ToolParser = Callable[[str], "tuple[str, dict[str, Any]] | None"]
 
@@ -67,7 +68,9 @@ class Router:
     """Fills in a job's route (and its query embedding, which retrieval reuses)."""
 
     def __init__(self, *, parse_tool: ToolParser, embedder: Embedder | None = None,
-                 intent: IntentClassifier | None = None, llm: Llm | None = None) -> None:
+                 intent: IntentClassifier | None = None, llm: Llm | None = None,
+                 log: Log = fallback_log) -> None:
+        self._log = log
         self._parse_tool = parse_tool
         self._embedder = embedder
         self._intent = intent
@@ -80,15 +83,12 @@ class Router:
 
     def _maybe_llm(self, job: Job) -> None:
         """Questions for the knowledge base go to the LLM when the caller allows it and one is
-        there; in `llm` mode a missing LLM is an error, in `auto` mode it is just skipped."""
+        there; in `llm` mode a missing LLM is an error, otherwise it is just skipped (which
+        model, if any, is `choose`'s rule)."""
         mode = job.request.mode
-        if mode == "local":
-            return
-        if self.llm is None:
-            if mode == "llm":
-                raise AgentError(ErrorCode.NOT_READY, "no LLM upstream is configured here")
-            return
-        if mode == "llm" or self.llm.available():
+        if self.llm is None and mode == "llm":
+            raise AgentError(ErrorCode.NOT_READY, "no LLM upstream is configured here")
+        if choose(self.llm, mode) is not None:
             job.route = Route.LLM
 
     async def _route(self, job: Job) -> None:
@@ -115,9 +115,14 @@ class Router:
         except AgentError as exc:
             # The intent head is an optimisation of routing, not a requirement: without it
             # every question goes to retrieval, which still answers honestly.
-            log.warning("intent head unavailable, routing to retrieval: %s", exc.message)
+            self._log("intent_unavailable", level="warning", error=exc.message)
             return
         job.intent = result.label
+        chosen = choose(self.llm, job.request.mode)
+        if result.label == "tool" and isinstance(chosen, ToolLlm) and chosen.available():
+            # A tool question no rule could parse: a model that can call tools decides which
+            # (the canned "here is what I can compute" reply is for hosts without one).
+            return
         threshold = INTENT_THRESHOLD.get(result.label)
         if threshold is not None and result.confidence >= threshold:
             job.route, job.canned = Route.CANNED, CANNED[result.label]

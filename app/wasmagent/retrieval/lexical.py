@@ -24,6 +24,8 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
+from ..text.query import expand_query
+
 K1 = 1.2
 B = 0.75
 MAX_POSTINGS = 3000
@@ -122,11 +124,12 @@ class BM25Index:
         return math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else 0.0
 
     def search(self, query: str, k: int = 10) -> list[tuple[int, float]]:
-        """The `k` best documents for `query` as (doc, score), best first."""
+        """The `k` best documents for `query` as (doc, score), best first; the query is
+        expanded first (`text.query.expand_query`), the indexed text never is."""
         if not self.lengths or k <= 0:
             return []
         scores: dict[int, float] = {}
-        for term in set(analyze(query)):
+        for term in set(analyze(expand_query(query))):
             idf = self.idf(term)
             if not idf:
                 continue

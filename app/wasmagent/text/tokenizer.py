@@ -15,12 +15,17 @@ lower-cased, accents stripped):
 Known, accepted differences with the Rust implementation come from Unicode version skew between
 Python's `unicodedata` and the Rust crates (see tests/unit/test_tokenizer_parity.py).
 
-Speed matters (Pyodide runs pure Python several times slower than CPython): normalisation
-uses precomputed per-character decisions cached in a dict, and word -> ids results are cached.
+Speed matters (Pyodide runs pure Python several times slower than CPython, and ingestion
+tokenises every passage): normalisation is one `str.translate` over a table of the characters
+that change (filled as new characters are met), an ASCII text is split into words and
+punctuation by one regular expression (in ASCII every printable non-alphanumeric is BERT
+punctuation), and word -> ids results are cached. Only words with other characters take the
+per-character path.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from array import array
 from collections.abc import Sequence
@@ -30,6 +35,10 @@ from ..ports import Tensor
 
 MAX_WORD_CHARS = 100
 WORD_CACHE = 50_000
+# ASCII control characters go, tab and line ends become spaces (what `_char_plan` decides).
+_ASCII_TABLE: dict[int, str | None] = {
+    **{cp: None for cp in (*range(32), 127)}, **{ord(c): " " for c in "\t\n\r"}}
+_ASCII_WORDS = re.compile(r"[a-z0-9]+|[^a-z0-9 ]")
 
 
 def _is_cjk(cp: int) -> bool:
@@ -89,13 +98,16 @@ class WordPieceTokenizer:
     def __init__(self, vocab: Sequence[str], *, max_length: int = 256) -> None:
         if max_length < 2:
             raise ValueError("max_length must leave room for [CLS] and [SEP]")
-        self.vocab = {token: i for i, token in enumerate(vocab)}
+        self.vocab = dict(zip(vocab, range(len(vocab)), strict=True))
         self.max_length = max_length
         self.unk = self.vocab["[UNK]"]
         self.cls = self.vocab["[CLS]"]
         self.sep = self.vocab["[SEP]"]
         self.pad = self.vocab["[PAD]"]
         self._chars: dict[str, str] = {}
+        self._table: dict[int, str] = {}
+        """Characters met so far whose normalisation changes them (for `str.translate`)."""
+        self._punct: dict[str, bool] = {}
         self._words: dict[str, tuple[int, ...]] = {}
         self._max_piece = max((len(t) for t in self.vocab), default=1)
 
@@ -106,29 +118,51 @@ class WordPieceTokenizer:
     # -- normalisation and pre-tokenisation ---------------------------------------------------
 
     def _normalize(self, text: str) -> str:
-        if text.isascii() and text.isprintable():
-            # Fast path: printable ASCII needs nothing but lower-casing.
-            return text.lower()
+        if text.isascii():
+            return text.translate(_ASCII_TABLE).lower()
         chars = self._chars
-        out = []
-        for ch in text:
-            plan = chars.get(ch)
-            if plan is None:
-                plan = chars[ch] = _char_plan(ch)
-            out.append(plan)
-        return "".join(out).lower()
+        for ch in set(text).difference(chars):
+            plan = chars[ch] = _char_plan(ch)
+            if plan != ch:
+                self._table[ord(ch)] = plan
+        return text.translate(self._table).lower()
 
     def _words_of(self, text: str) -> list[str]:
+        normal = self._normalize(text)
+        if normal.isascii():
+            return _ASCII_WORDS.findall(normal)
         words: list[str] = []
-        for raw in self._normalize(text).split():
-            word = raw if raw.isascii() else _strip_accents(raw)
+        for raw in normal.split():
+            if raw.isascii():
+                words.extend(_ASCII_WORDS.findall(raw))
+                continue
+            word = _strip_accents(raw)
             if not word:
                 continue
             if word.isalnum():
                 words.append(word)
                 continue
-            words.extend(_split_punct(word))
+            words.extend(self._split_punct(word))
         return words
+
+    def _split_punct(self, word: str) -> list[str]:
+        punct = self._punct
+        out: list[str] = []
+        current: list[str] = []
+        for ch in word:
+            is_punct = punct.get(ch)
+            if is_punct is None:
+                is_punct = punct[ch] = _is_punct(ch)
+            if is_punct:
+                if current:
+                    out.append("".join(current))
+                    current = []
+                out.append(ch)
+            else:
+                current.append(ch)
+        if current:
+            out.append("".join(current))
+        return out
 
     # -- word pieces -------------------------------------------------------------------------
 
@@ -170,12 +204,14 @@ class WordPieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids with `[CLS]`/`[SEP]`, truncated to `max_length`."""
-        limit = self.max_length - 2
+        limit = self.max_length - 1
+        cache = self._words
         ids = [self.cls]
         for word in self._words_of(text):
-            ids.extend(self._pieces(word))
+            pieces = cache.get(word)
+            ids += pieces if pieces is not None else self._pieces(word)
             if len(ids) > limit:
-                del ids[limit + 1:]
+                del ids[limit:]
                 break
         ids.append(self.sep)
         return ids
@@ -200,19 +236,3 @@ class WordPieceTokenizer:
 def _strip_accents(word: str) -> str:
     decomposed = unicodedata.normalize("NFD", word)
     return "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
-
-
-def _split_punct(word: str) -> list[str]:
-    out: list[str] = []
-    current: list[str] = []
-    for ch in word:
-        if _is_punct(ch):
-            if current:
-                out.append("".join(current))
-                current = []
-            out.append(ch)
-        else:
-            current.append(ch)
-    if current:
-        out.append("".join(current))
-    return out

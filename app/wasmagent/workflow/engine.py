@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +37,7 @@ from typing import Any
 from ..errors import AgentError, ErrorCode
 from ..llm.resilience import RetryPolicy
 from ..ports import Clock, Store
+from ..telemetry import Log, failure, fallback_log
 from .journal import (
     JOB_PREFIX,
     OPEN_PREFIX,
@@ -49,8 +49,6 @@ from .journal import (
     open_key,
 )
 from .run import SHUTDOWN, STOPPED, JobStopped, Run, Settings
-
-log = logging.getLogger("wasmagent.workflow")
 
 WorkflowFn = Callable[[Run, Any], Awaitable[dict[str, Any]]]
 
@@ -67,7 +65,9 @@ class Workflows:
 
     def __init__(self, store: Store, clock: Clock, *, owner: str | None = None,
                  lease_s: float = 10.0, retry: RetryPolicy | None = None,
-                 keep_finished: int = 100, rng: random.Random | None = None) -> None:
+                 keep_finished: int = 100, rng: random.Random | None = None,
+                 log: Log = fallback_log) -> None:
+        self._log = log
         self.store = store
         self.clock = clock
         self.owner = owner or uuid.uuid4().hex[:12]
@@ -77,7 +77,7 @@ class Workflows:
         self.rng = rng
         self._kinds: dict[str, WorkflowFn] = {}
         self._local: dict[str, _Local] = {}
-        self.settings = Settings(store, clock, lease_s, self.retry, rng)
+        self.settings = Settings(store, clock, lease_s, self.retry, rng, log)
         self._closing = False
         self._scanner: asyncio.Task[None] | None = None
 
@@ -131,7 +131,7 @@ class Workflows:
         steps = [StepRecord.decode(value) for value in await self._values(
             f"{JOB_PREFIX}{job_id}/step/")]
         stored_input = await self.store.get(input_key(job_id))
-        log.info("job %s resumed by %s after %d steps", job_id, self.owner, len(steps))
+        self._log("job_resumed", job=job_id, owner=self.owner, steps=len(steps))
         self._spawn(Run(self.settings, claimed, fresh, steps,
                         None if stored_input is None else json.loads(stored_input)))
         return True
@@ -152,7 +152,7 @@ class Workflows:
                 try:
                     await self.resume()
                 except AgentError as exc:
-                    log.warning("resuming jobs failed: %s", exc.message)
+                    self._log("jobs_not_resumed", level="warning", error=exc.message)
                 await self.clock.sleep(seconds)
 
         self._scanner = asyncio.get_running_loop().create_task(scan())
@@ -174,7 +174,8 @@ class Workflows:
                 local.task.cancel(STOPPED)
                 return
             except AgentError as exc:
-                log.warning("job %s: lease not renewed: %s", run.id, exc.message)
+                self._log("job_lease_not_renewed", level="warning", job=run.id,
+                          error=exc.message)
 
     async def _execute(self, run: Run) -> None:
         fn = self._kinds[run.record.kind]
@@ -182,7 +183,7 @@ class Workflows:
             result = await fn(run, run.input)
             await self._finish(run, JobStatus.DONE, result=result)
         except JobStopped:
-            log.info("job %s stopped here: cancelled or taken over", run.id)
+            self._log("job_stopped", job=run.id, reason="cancelled or taken over")
         except asyncio.CancelledError as exc:
             if self._closing or SHUTDOWN in exc.args or STOPPED in exc.args:
                 return  # left unfinished on purpose: it resumes later (or elsewhere)
@@ -190,7 +191,7 @@ class Workflows:
         except AgentError as exc:
             await self._finish(run, JobStatus.FAILED, error=exc)
         except Exception as exc:
-            log.exception("job %s failed", run.id)
+            self._log("job_failed", level="error", job=run.id, error=failure(exc))
             await self._finish(run, JobStatus.FAILED,
                                error=AgentError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
         finally:
@@ -211,7 +212,8 @@ class Workflows:
         try:
             await run.write(record, deletes=deletes)
         except (JobStopped, AgentError) as exc:
-            log.warning("job %s: could not record %s: %s", run.id, status.value, exc)
+            self._log("job_not_recorded", level="warning", job=run.id, status=status.value,
+                      error=str(exc))
             return
         await self._prune()
 

@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-JOB_PREFIX = "wf/job/"
-OPEN_PREFIX = "wf/open/"
+from .. import keyspace
+
+JOB_PREFIX = keyspace.JOBS
+OPEN_PREFIX = keyspace.OPEN_JOBS
 
 
 class JobStatus(StrEnum):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,9 +13,8 @@ from typing import Any
 from ..errors import AgentError, ErrorCode, UpstreamError
 from ..llm.resilience import RetryPolicy
 from ..ports import Clock, Store
+from ..telemetry import Log, fallback_log
 from .journal import JobRecord, StepRecord, meta_key, step_key
-
-log = logging.getLogger("wasmagent.workflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +26,7 @@ class Settings:
     lease_s: float
     retry: RetryPolicy
     rng: random.Random | None = None
+    log: Log = fallback_log
 
 
 StepFn = Callable[["Tx"], Awaitable[Any]]
@@ -138,14 +137,15 @@ class Run:
             await fn()
 
     async def _failed_attempt(self, exc: AgentError) -> None:
-        log.warning("job %s: step failed, retrying: %s", self.id, exc.message)
+        self._settings.log("job_step_retry", level="warning", job=self.id, error=exc.message)
         record = self.record.evolve(attempts=self.record.attempts + 1,
                                     last_error={"code": exc.code.value, "message": exc.message})
         try:
             await self.write(record)
         except AgentError as unrecorded:  # the store is failing: the retry matters more
             self.record = record
-            log.warning("job %s: attempt not recorded: %s", self.id, unrecorded.message)
+            self._settings.log("job_attempt_not_recorded", level="warning", job=self.id,
+                               error=unrecorded.message)
 
     async def renew(self) -> None:
         await self.write(self.record)

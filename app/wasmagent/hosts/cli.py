@@ -1,0 +1,205 @@
+"""The command line (native host): `python -m wasmagent serve|embed|ingest|export|ask`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
+# What a shell reports for a command whose reader went away (128 + SIGPIPE), as for `yes | head`.
+EXIT_BROKEN_PIPE = 141
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server.static import make_server
+
+    try:
+        server = make_server(args.dist, args.host, args.port, isolate=not args.no_isolation,
+                             quiet=not args.verbose, embed_origins=args.embed_origin)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host, port = str(server.server_address[0]), server.server_address[1]
+    print(f"wasmagent is serving {args.dist} on http://{host}:{port}/", flush=True)
+    print(f"the widget may be embedded by: {' '.join(server.embed_origins) or 'no other site'}",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.embed(args.texts))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.ingest(args.paths, args.kb, args.name))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.export(args.kb, args.name, args.out))
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from . import cli_commands
+
+    return asyncio.run(cli_commands.ask(args.question, args.kb, kb=args.name,
+                                        as_json=args.json, top_k=args.top_k))
+
+
+def _server(args: argparse.Namespace) -> int:
+    from .server.app import run
+    from .server.config import ServerConfig, database_url, llm_from_env
+    from .server.security import OriginPolicy, TokenBook
+
+    config = ServerConfig(
+        host=args.host, port=args.port, store=database_url(args.database),
+        tokens=TokenBook.load(args.tokens) if args.tokens else TokenBook(),
+        origins=OriginPolicy(frozenset(o.rstrip("/") for o in args.allow_origin)),
+        llm=llm_from_env(args.llm_url, args.llm_model, args.llm_timeout),
+        llm_breaker_threshold=args.llm_breaker_threshold,
+        llm_breaker_reset_s=args.llm_breaker_reset,
+        rate=args.rate, burst=args.burst, max_message_bytes=args.max_message_bytes,
+        max_document_bytes=args.max_document_bytes, threads=args.threads,
+        insecure_no_auth=args.insecure_no_auth, job_lease_s=args.job_lease,
+        loop=args.loop, shared_kbs=frozenset(args.shared_kb), grpc_port=args.grpc_port)
+    return run(config)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .server.security import new_token
+
+    token, line = new_token(args.client)
+    if args.tokens:
+        with args.tokens.open("a") as out:
+            out.write(line + "\n")
+        print(f"added {args.client} to {args.tokens}; the token (shown once):", flush=True)
+    else:
+        print(f"add this line to the tokens file: {line}\nthe token (shown once):", flush=True)
+    print(token)
+    return 0
+
+
+def _add_server(commands: Any) -> None:
+    server = commands.add_parser("server", help="run the agent server (WebSocket, SSE, LLM)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8080)
+    server.add_argument(
+        "--database", "--store", metavar="URL", dest="database",
+        help="where knowledge bases and history live: postgresql://USER@HOST/DB, "
+             "sqlite:///PATH or a SQLite file (default: $WASMAGENT_DATABASE_URL, else "
+             "wasmagent-server.sqlite); pass a URL with a password through "
+             "WASMAGENT_DATABASE_URL, not here, where `ps` shows it")
+    server.add_argument("--job-lease", type=float, default=10.0, metavar="SECONDS",
+                        help="after a crash, durable jobs (ingestions) resume on this or another "
+                             "server process once their lease of this many seconds lapses")
+    server.add_argument("--tokens", type=Path, help="file of 'client sha256' lines; enables auth")
+    server.add_argument("--shared-kb", action="append", default=[], metavar="NAME",
+                        help="with --tokens, each client has its own knowledge bases, history "
+                             "and jobs; this knowledge base (repeat for more) is the "
+                             "operator's, readable by every client and changed by none")
+    server.add_argument("--insecure-no-auth", action="store_true",
+                        help="allow serving a non-loopback address without tokens")
+    server.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a browser origin allowed to connect (repeat; '*' for any)")
+    server.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://host/v1 "
+                        "(key from the WASMAGENT_LLM_KEY environment variable)")
+    server.add_argument("--llm-model", help="the model name to ask for")
+    server.add_argument("--llm-timeout", type=float, default=30.0,
+                        help="seconds to connect and between streamed pieces")
+    server.add_argument("--llm-breaker-threshold", type=int, default=5, metavar="N",
+                        help="consecutive LLM failures that open the circuit breaker")
+    server.add_argument("--llm-breaker-reset", type=float, default=30.0, metavar="SECONDS",
+                        help="how long an open breaker refuses calls before one trial call")
+    server.add_argument("--rate", type=float, default=20.0, help="requests/s per client")
+    server.add_argument("--burst", type=int, default=40, help="burst size per client")
+    server.add_argument("--max-message-bytes", type=int, default=1 << 20)
+    server.add_argument("--max-document-bytes", type=int, default=2 << 20)
+    server.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: auto)")
+    server.add_argument("--grpc-port", type=int, metavar="N",
+                        help="also serve gRPC (wasmagent.v1.Agent, health, reflection) on this "
+                             "port, beside HTTP in the same process (off by default)")
+    server.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop: uvloop when installed (auto), or asyncio's own")
+    server.set_defaults(func=_server)
+
+    token = commands.add_parser("token", help="create a bearer token for a client")
+    token.add_argument("client", help="the client's name (one word), shown in logs")
+    token.add_argument("--tokens", type=Path, help="append the hashed token to this file")
+    token.set_defaults(func=_token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasmagent", description="wasmagent command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the built app (dist/) over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dist", type=Path, default=DEFAULT_DIST, help="the built site to serve")
+    serve.add_argument("--no-isolation", action="store_true",
+                       help="omit COOP/COEP (the page is then not crossOriginIsolated)")
+    serve.add_argument("--embed-origin", action="append", metavar="URL",
+                       help="a site allowed to embed the widget, e.g. https://shop.example "
+                            "(repeatable; replaces dist/embed.json's list)")
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
+
+    embed = commands.add_parser("embed", help="print MiniLM sentence embeddings as JSON")
+    embed.add_argument("texts", nargs="+")
+    embed.set_defaults(func=_embed)
+
+    ingest = commands.add_parser("ingest", help="add documents (files or folders) to a KB file")
+    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    ingest.add_argument("--name", default="default", help="the knowledge base inside the file")
+    ingest.set_defaults(func=_ingest)
+
+    export = commands.add_parser(
+        "export", help="write a KB as dist/kb/<name>.kv, for the browser app and the widget")
+    export.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    export.add_argument("--name", default="default", help="the knowledge base inside the file")
+    export.add_argument("--out", type=Path, required=True, help="the .kv file to write")
+    export.set_defaults(func=_export)
+
+    ask = commands.add_parser("ask", help="answer a question from a KB file, with citations")
+    ask.add_argument("question")
+    ask.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
+    ask.add_argument("--name", default=None, help="the knowledge base inside the file")
+    ask.add_argument("--top-k", type=int, default=5)
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ask.set_defaults(func=_ask)
+    _add_server(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result: int = args.func(args)
+        # Flush here, not at interpreter exit, so that a reader that left shows up below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`wasmagent embed ... | head`): exit quietly, as a command killed
+        # by SIGPIPE would. Python ignores SIGPIPE (so that sockets raise instead of killing the
+        # process) and would flush stdout again at exit; point it at devnull so that flush
+        # cannot fail too (the recipe in the Python docs' note on SIGPIPE, `signal` module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return result

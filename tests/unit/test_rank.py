@@ -1,0 +1,112 @@
+"""Final ranking: the page about the asked thing first, release notes and index pages last,
+several pages when the evidence is spread, and questions in users' own words still match."""
+
+from __future__ import annotations
+
+from wasmagent.retrieval.chunking import Chunk
+from wasmagent.retrieval.lexical import BM25Index
+from wasmagent.retrieval.rank import page_kind, rank
+from wasmagent.text.query import asks_about_changes, clean_query, expand_query
+
+
+def _chunk(n: int, source: str, title: str, heading: str, text: str) -> Chunk:
+    return Chunk(f"c{n}", source, title, heading, f"a{n}", text)
+
+
+CHUNKS = [
+    _chunk(0, "library/csv.html", "csv — CSV File Reading and Writing", "csv.reader",
+           "Return a reader object which will iterate over lines in the given csvfile."),
+    _chunk(1, "whatsnew/3.11.html", "What's New In Python 3.11", "csv",
+           "The csv reader now accepts a new dialect option for reading files."),
+    _chunk(2, "genindex-C.html", "Index", "C", "csv module csv.reader csv.writer reading files"),
+    _chunk(3, "library/csv.html", "csv — CSV File Reading and Writing", "csv.writer",
+           "Return a writer object responsible for converting the user's data."),
+    _chunk(4, "library/csv.html", "csv — CSV File Reading and Writing", "Dialects",
+           "Dialects describe the format of a CSV file for reading."),
+    _chunk(5, "tutorial/inputoutput.html", "Input and Output", "Reading and Writing Files",
+           "open() returns a file object; read lines of a file in a loop."),
+]
+
+
+def _lists(query: str) -> tuple[list[tuple[int, float]], BM25Index]:
+    index = BM25Index()
+    for i, c in enumerate(CHUNKS):
+        index.add(i, c.search_text)
+    return index.search(query, 20), index
+
+
+def test_the_page_about_the_subject_beats_release_notes_and_index_pages() -> None:
+    lexical, index = _lists("read a csv file")
+    # Give the distractors the best first-stage ranks: the page signals must still win.
+    dense = [(1, 0.6), (2, 0.55), (0, 0.5), (5, 0.4)]
+    ranked = rank("read a csv file", lexical, dense, CHUNKS, 5, index.idf)
+    sources = [CHUNKS[f.index].source for f in ranked]
+    assert sources[0] == "library/csv.html"
+    if "genindex-C.html" in sources:
+        assert sources[-1] == "genindex-C.html"
+    assert sources.index("library/csv.html") < sources.index("whatsnew/3.11.html")
+
+
+def test_release_notes_are_not_pushed_down_when_the_question_is_about_changes() -> None:
+    assert asks_about_changes("what is new in the csv module in 3.11")
+    assert not asks_about_changes("read a csv file")
+    lexical, index = _lists("what changed in csv in 3.11")
+    dense = [(1, 0.7), (0, 0.5)]
+    ranked = rank("what changed in csv in 3.11", lexical, dense, CHUNKS, 5, index.idf)
+    assert CHUNKS[ranked[0].index].source == "whatsnew/3.11.html"
+
+
+def test_one_page_cannot_fill_every_slot() -> None:
+    lexical, index = _lists("csv reader writer dialect")
+    dense = [(0, 0.6), (3, 0.58), (4, 0.57), (5, 0.3)]
+    ranked = rank("csv reader writer dialect", lexical, dense, CHUNKS, 4, index.idf)
+    sources = [CHUNKS[f.index].source for f in ranked]
+    assert sources[0] == "library/csv.html"
+    assert len(set(sources)) == len(sources), "each page once: the other slots show other pages"
+
+
+def test_page_kinds_come_from_titles_and_paths() -> None:
+    assert page_kind("Index", "genindex-A.html") == "index"
+    assert page_kind("What’s New In Python 3.8", "whatsnew/3.8.html") == "changelog"
+    assert page_kind("Changelog", "CHANGES.md") == "changelog"
+    assert page_kind("Sorting HOW TO", "howto/sorting.html") == "guide"
+    assert page_kind("json — JSON encoder and decoder", "library/json.html") == "reference"
+
+
+def test_everyday_and_foreign_words_reach_the_documentation_words() -> None:
+    assert "directory" in expand_query("delete a folder")
+    assert "file" in expand_query("Wie lese ich eine Datei?")
+    assert "read" in expand_query("¿Cómo leo un archivo CSV?")
+    assert "module not found" in expand_query("ModuleNotFoundError: No module named 'x'")
+    assert "errno" not in expand_query("FileNotFoundError: [Errno 2] No such file").lower()
+    assert clean_query("<img src=x onerror=\"alert(1)\"> what is the secret?").split() == [
+        "what", "is", "the", "secret?"]
+    assert clean_query("<b>") == "<b>", "a question of nothing but markup stays as it is"
+
+
+def test_a_question_in_another_language_finds_the_english_passage() -> None:
+    lexical, _ = _lists("Wie lese ich eine Datei Zeile für Zeile?")
+    assert CHUNKS[lexical[0][0]].source == "tutorial/inputoutput.html"
+
+
+def test_a_page_gains_nothing_from_mentioning_a_word_more_often() -> None:
+    def scores(mentions: int) -> dict[str, float]:
+        long_page = [_chunk(10 + i, "README.md", "Project", f"Part {i}",
+                            f"Part {i}: the server can serve files and the app behind a proxy.")
+                     for i in range(mentions)]
+        guide = _chunk(30, "guide.md", "Setup guide", "Serving",
+                       "Run the serve command to build everything and serve the app.")
+        chunks = [guide, *long_page]
+        index = BM25Index()
+        for i, c in enumerate(chunks):
+            index.add(i, c.search_text)
+        dense = [(0, 0.62), *((i, 0.30 - 0.01 * i) for i in range(1, len(chunks)))]
+        ranked = rank("how do I serve the app", index.search("serve the app", 20), dense,
+                      chunks, 3, index.idf)
+        return {chunks[f.index].source: f.score for f in ranked}
+
+    # A page's other passages lend it their best one's evidence, not their number: eight
+    # mentions weigh what two do.
+    two, eight = scores(2), scores(8)
+    assert two["guide.md"] == eight["guide.md"]
+    assert abs(two["README.md"] - eight["README.md"]) < 0.01

@@ -1,0 +1,122 @@
+// The agent inside the widget's frame (embed.html, on the app's origin, inside a host page).
+// It boots its own worker through bridge.js, renders the conversation with chat.js (the app's
+// own view), loads the site owner's tools file, and talks to the host page only through the
+// MessagePort of the handshake (embed-link.js).
+//
+// Port messages, frame -> host: hello {page}, ready {threads, crossOriginIsolated, storage, kb,
+// tools, version}, answer {question, answer}, error {code, message, question?}, reply {id,
+// answer | error}, close. Host -> frame: tools {source, code | error}, ask {id, text}, focus.
+import { AgentClient } from "../shared/bridge.js";
+import { ERROR_CODES, SCHEMA } from "../shared/protocol.js";
+import { validate } from "../shared/schema.js";
+import { Chat, bootView } from "../shared/chat.js";
+import { connectHost } from "./embed-link.js";
+
+const $ = (id) => document.getElementById(id);
+const { port, config } = await connectHost();
+const send = (message) => port.postMessage(message);
+
+document.title = config.title;
+if (config.accent) document.documentElement.style.setProperty("--accent", config.accent);
+$("boot").hidden = false;
+$("chat").hidden = false;
+
+function notice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = false;
+}
+
+// What the host sees of an answer (not the protocol's envelope).
+const plain = ({ text, citations, confident, route }) => ({ text, citations, confident, route });
+
+function report(code, message, question) {
+  send({ type: "error", code, message, ...(question === undefined ? {} : { question }) });
+}
+
+const client = await AgentClient.create({
+  kb: config.kb,
+  onEvent: bootView(document, { onFail: (event) => report(event.code, event.message) }),
+});
+
+// The owner's tools file comes from the host page (it is on the owner's origin, not ours).
+let toolsArrived;
+const toolsFile = config.tools ? new Promise((resolve) => (toolsArrived = resolve)) : Promise.resolve(null);
+
+// Questions wait for this: owner rules must be in place before the first question is routed.
+const toolsLoaded = (async () => {
+  await client.ready;
+  const file = await toolsFile;
+  if (!file) return [];
+  try {
+    if (file.error) throw Object.assign(new Error(`${file.source}: ${file.error}`), { code: "tools_load_failed" });
+    const { result } = await client.request("tools.load", { source: file.source, code: file.code });
+    return result.tools;
+  } catch (err) {
+    // For the owner: the whole message (with the traceback) in the host's `error` event and
+    // console; for everyone, one line. The assistant goes on with its built-in tools.
+    notice(`This site's own tools did not load (${err.message.split("\n")[0]}). The assistant works without them.`);
+    report(err.code || "tools_load_failed", err.message);
+    return [];
+  }
+})();
+toolsLoaded.catch(() => {});
+
+const chat = new Chat({
+  client,
+  kb: () => config.kb,
+  ready: toolsLoaded,
+  contained: true,
+  onAnswer: (question, answer) => send({ type: "answer", question, answer: plain(answer) }),
+  onError: (question, err) => report(err.code, err.message, question),
+});
+chat.say("agent welcome", config.welcome || "Hello! Ask me a question: I answer from this site's documents, with sources, and everything runs privately in your browser.");
+
+port.onmessage = async ({ data }) => {
+  // The host page is another origin's code: what it sends must fit the widget schema.
+  const def = SCHEMA.$defs.widget[data?.type];
+  const problem = def ? validate(def, data, "port message") : `unknown port message ${data?.type}`;
+  if (problem) {
+    // A host page's `ask` still gets its reply (its promise must settle), as an error.
+    if (data?.type === "ask" && typeof data.id === "string") {
+      return send({ type: "reply", id: data.id, error: { code: ERROR_CODES.BAD_MESSAGE, message: problem } });
+    }
+    return report(ERROR_CODES.BAD_MESSAGE, problem);
+  }
+  if (data.type === "tools") toolsArrived?.(data);
+  else if (data.type === "focus") $("ask").focus();
+  else if (data.type === "ask") {
+    try {
+      send({ type: "reply", id: data.id, answer: plain(await chat.ask(data.text)) });
+    } catch (err) {
+      send({ type: "reply", id: data.id, error: { code: err.code || "internal", message: err.message } });
+    }
+  }
+};
+send({ type: "hello", page: "app" });
+
+// Escape closes the panel from inside the frame too (keyboard users), unless a dialog is open.
+addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !$("viewer").open) send({ type: "close" });
+});
+
+try {
+  await client.ready;
+  const status = await client.status();
+  if (status.seed_error) {
+    notice(`The knowledge base “${config.kb}” is not available: ${status.seed_error}`);
+    report("not_found", `data-kb="${config.kb}": ${status.seed_error}`);
+  }
+  send({
+    type: "ready",
+    threads: status.threads,
+    crossOriginIsolated: status.cross_origin_isolated,
+    storage: status.storage,
+    kb: config.kb,
+    tools: await toolsLoaded,
+    version: status.version,
+  });
+  document.body.dataset.ready = "true";
+  await chat.restoreHistory();
+} catch (err) {
+  report(err.code || "not_ready", err.message);
+}
