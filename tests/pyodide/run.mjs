@@ -4,27 +4,16 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadPyodide } from "pyodide";
+import { loadWasmagent, root } from "./load.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..", "..");
 // `node tests/pyodide/run.mjs test_batcher test_pool` runs just those modules.
 const modules = process.argv.length > 2 ? process.argv.slice(2) : readFileSync(join(here, "core_tests.txt"), "utf8")
   .split("\n")
   .map((l) => l.trim())
   .filter((l) => l && !l.startsWith("#"));
 
-const pyodide = await loadPyodide({
-  indexURL: join(root, "dist", "pyodide") + "/",
-  lockFileURL: join(root, "dist", "pyodide", "pyodide-lock.json"),
-});
-await pyodide.loadPackage(["micropip"], { messageCallback: () => {} });
-// micropip resolves wasmagent from our lock (no index, no network) and installs it.
-await pyodide.runPythonAsync(`
-import micropip
-await micropip.install("wasmagent")
-assert "wasmagent" in micropip.list(), "micropip did not install wasmagent from the lock"
-`);
+const pyodide = await loadWasmagent();
 
 pyodide.FS.mkdirTree("/repo");
 pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root }, "/repo");

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ..protocol import Source
 from ..retrieval.chunking import Chunk, split_sentences
 from ..retrieval.lexical import analyze
 from ..text.query import clean_query
@@ -73,18 +74,9 @@ class HitLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class AnswerCitation:
-    source: str
-    title: str
-    anchor: str
-    score: float
-    snippet: str
-
-
-@dataclass(frozen=True, slots=True)
 class ComposedAnswer:
     text: str
-    citations: list[AnswerCitation]
+    citations: list[Source]
     confident: bool
 
 
@@ -195,10 +187,10 @@ def snippet(text: str, around: str = "") -> str:
     return prefix + piece.strip() + suffix
 
 
-def _cite(hit: HitLike, around: str = "") -> AnswerCitation:
+def _cite(hit: HitLike, around: str = "") -> Source:
     c = hit.chunk
     score = hit.dense if hit.dense else hit.score
-    return AnswerCitation(c.source, c.heading or c.title, c.anchor, score, snippet(c.text, around))
+    return Source(c.source, c.heading or c.title, c.anchor, score, snippet(c.text, around))
 
 
 def _pages(hits: Sequence[HitLike], first: HitLike | None, ratio: float) -> list[HitLike]:

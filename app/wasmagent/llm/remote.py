@@ -12,7 +12,7 @@ With tools, the browser runs the agent loop itself: `chat` relays one model turn
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -43,31 +43,33 @@ class RemoteLlm:
     async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
                      turns: Sequence[Turn] = (), conversation: str | None = None
                      ) -> AsyncIterator[str]:
-        rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
         # The server keeps the conversation's turns itself: its id is enough.
-        message = Ask(rid, question, mode="llm", passages=list(passages),
-                      conversation=conversation).to_wire()
-        async with aclosing(ctx.stream(self._link.exchange(message))) as events:
-            async for event in events:
-                kind = event.get("type")
-                if kind == "delta" and isinstance(event.get("text"), str):
-                    yield event["text"]
-                elif kind == "error":
-                    raise UpstreamError(f"the server failed: {event.get('code')}: "
-                                        f"{event.get('message')}", retryable=False)
-                elif kind == "done":
-                    return
-        raise UpstreamError("the server closed the answer early")
+        message = Ask(self._id(ctx), question, mode="llm", passages=list(passages),
+                      conversation=conversation)
+        async with aclosing(self._parts(message, ctx)) as parts:
+            async for part in parts:
+                if isinstance(part, str):
+                    yield part
 
     async def chat(self, messages: Sequence[Mapping[str, Any]],
                    tools: Sequence[Mapping[str, Any]], ctx: Context
                    ) -> AsyncIterator[str | ToolCallRequest]:
         """One turn of the server's model, offered this browser's tools (`llm.chat`): the
         tools run here, never on the server."""
-        rid = f"{ctx.request_id[:100]}~{next(self._ids)}"
-        message = LlmChat(rid, [dict(m) for m in messages],
-                          [dict(t) for t in tools] or None).to_wire()
-        async with aclosing(ctx.stream(self._link.exchange(message))) as events:
+        message = LlmChat(self._id(ctx), [dict(m) for m in messages],
+                          [dict(t) for t in tools] or None)
+        async with aclosing(self._parts(message, ctx)) as parts:
+            async for part in parts:
+                yield part
+
+    def _id(self, ctx: Context) -> str:
+        return f"{ctx.request_id[:100]}~{next(self._ids)}"
+
+    async def _parts(self, message: Ask | LlmChat, ctx: Context
+                     ) -> AsyncGenerator[str | ToolCallRequest, None]:
+        """The answer's text pieces and tool calls as the server streams them; its `error`,
+        or an answer cut short, is an `UpstreamError`."""
+        async with aclosing(ctx.stream(self._link.exchange(message.to_wire()))) as events:
             async for event in events:
                 kind = event.get("type")
                 if kind == "delta" and isinstance(event.get("text"), str):

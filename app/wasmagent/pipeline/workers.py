@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..answer.extractive import AnswerCitation, compose_answer
+from ..answer.extractive import compose_answer
 from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
@@ -33,8 +33,8 @@ async def search(library: Library, default_kb: str, job: Job) -> list[Hit] | Non
     return await kb.search(job.request.text, job.embedding, job.request.top_k)
 
 
-def source_refs(citations: Iterable[AnswerCitation]) -> tuple[Source, ...]:
-    return tuple(Source(c.source, c.title, c.anchor, c.score, c.snippet) for c in citations)
+def source_refs(citations: Iterable[Source]) -> tuple[Source, ...]:
+    return tuple(citations)
 
 
 class RetrievalWorker:

@@ -42,7 +42,7 @@ from ...protocol import (
 )
 from .http_guard import STATUS, error_json
 from .openapi import CHAT_SSE_EVENT, errors_doc
-from .sessions import Outbox, connect, hang_up
+from .sessions import Outbox, connect, frames_until_done, hang_up
 from .state import ServerState
 
 MODEL = "wasmagent"
@@ -193,12 +193,12 @@ async def complete(state: ServerState, body: ChatRequest, client: str
     request_id = f"oa-{uuid.uuid4().hex[:16]}"
     ask = ask_of(body, request_id)
     completion = Completion(body.model, request_id, body.stream)
-    outbox = Outbox(state.config.max_queued_events)
+    outbox: Outbox[str] = Outbox(state.config.max_queued_events)
     agent, tracker = connect(state, client, outbox, charge=False, frame=completion.frame,
                              single=True)
     agent.submit(ask.to_wire())
     if body.stream:
-        return _stream(outbox, agent, tracker)
+        return frames_until_done(outbox, agent, tracker)
     try:
         while await outbox.take():
             pass
@@ -207,15 +207,6 @@ async def complete(state: ServerState, body: ChatRequest, client: str
     if completion.error is None and completion.answer is None:
         raise AgentError(ErrorCode.OVERLOADED, "the answer outgrew this client's event queue")
     return completion.response()
-
-
-async def _stream(outbox: Outbox, agent: Any, tracker: Any) -> AsyncIterator[str]:
-    try:
-        while frames := await outbox.take():
-            for text in frames:
-                yield text
-    finally:
-        await hang_up(agent, tracker)
 
 
 async def models(state: ServerState, client: str) -> dict[str, Any]:

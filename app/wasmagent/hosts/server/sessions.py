@@ -17,13 +17,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from ...agent import Agent
 from ...errors import AgentError, ErrorCode
 from ...protocol import SUBPROTOCOL, Ask, Error, Event, Ingest, Request
 from .state import ServerState
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -39,33 +40,38 @@ MAX_QUEUED_BYTES = 8 << 20
 """Unsent event text one client may hold in the server (characters, ~bytes): 8 MB."""
 
 
-class Outbox:
-    """Events waiting for the client: synchronous `put` (the agent's sink is synchronous),
-    `take` waits for everything pending at once. More than `limit` waiting events, or more
-    than `max_bytes` of them, marks the outbox as overflowed and closes it: the client is too
-    slow to keep up (or does not read at all: 20,000 unread `status` results once held 147 MB
-    of a server that counted only events)."""
+class Outbox(Generic[T]):
+    """Events waiting for the client (text frames, or a gRPC call's messages): synchronous
+    `put` (the agent's sink is synchronous), `take` waits for everything pending at once. More
+    than `limit` waiting events, or more than `max_bytes` of them (as `size` counts them),
+    marks the outbox as overflowed and closes it: the client is too slow to keep up (or does
+    not read at all: 20,000 unread `status` results once held 147 MB of a server that counted
+    only events)."""
 
-    __slots__ = ("_bytes", "_events", "_limit", "_max_bytes", "_waiter", "closed", "overflowed")
+    __slots__ = ("_bytes", "_events", "_limit", "_max_bytes", "_size", "_waiter", "closed",
+                 "overflowed")
 
-    def __init__(self, limit: int, max_bytes: int = MAX_QUEUED_BYTES) -> None:
-        self._events: list[str] = []
+    def __init__(self, limit: int, max_bytes: int = MAX_QUEUED_BYTES,
+                 size: Callable[[T], int] = len) -> None:  # type: ignore[assignment]
+        self._events: list[T] = []
         self._limit = limit
         self._max_bytes = max_bytes
+        self._size = size
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.overflowed = False
 
-    def put(self, event: str) -> None:
+    def put(self, event: T) -> None:
         if self.closed:
             return
-        if len(self._events) >= self._limit or self._bytes + len(event) > self._max_bytes:
+        size = self._size(event)
+        if len(self._events) >= self._limit or self._bytes + size > self._max_bytes:
             self.overflowed = True
             self.close()
             return
         self._events.append(event)
-        self._bytes += len(event)
+        self._bytes += size
         self._wake()
 
     def close(self) -> None:
@@ -77,7 +83,7 @@ class Outbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def take(self) -> list[str]:
+    async def take(self) -> list[T]:
         """Every waiting event, in order; waits for one if there is none. `[]` once closed
         (events put before an overflow are dropped: that client is being disconnected)."""
         while not self._events and not self.closed:
@@ -163,7 +169,7 @@ def admit(state: ServerState, client: str, tracker: Tracker, *, charge: bool = T
     return check
 
 
-def connect(state: ServerState, client: str, outbox: Outbox, *, charge: bool = True,
+def connect(state: ServerState, client: str, outbox: Outbox[str], *, charge: bool = True,
             frame: Callable[[Event], str | None] = Event.to_json, single: bool = False
             ) -> tuple[Agent, Tracker]:
     """A new agent edge for one client, its events observed, then queued in `outbox` as
@@ -279,7 +285,7 @@ class WebSocketSession:
         self._send = send
         self._agent: Agent | None = None
         self._tracker: Tracker | None = None
-        self._outbox: Outbox | None = None
+        self._outbox: Outbox[str] | None = None
         self._writer: asyncio.Task[None] | None = None
 
     def submit(self, raw: str | bytes) -> None:
@@ -289,7 +295,7 @@ class WebSocketSession:
             self._writer = asyncio.get_running_loop().create_task(self._write(self._outbox))
         self._agent.submit(raw)
 
-    async def _write(self, outbox: Outbox) -> None:
+    async def _write(self, outbox: Outbox[str]) -> None:
         send = self._send
         try:
             while events := await outbox.take():
@@ -366,17 +372,23 @@ def websocket_protocol() -> type[asyncio.Protocol]:
 # ---- Server-Sent Events ---------------------------------------------------------------------
 
 
-async def sse_answer(state: ServerState, body: dict[str, Any], client: str
-                     ) -> AsyncIterator[str]:
+def sse_answer(state: ServerState, body: dict[str, Any], client: str) -> AsyncIterator[str]:
     """One `ask` as Server-Sent Events: `event: <type>` / `data: <event JSON>` until the
     terminal event. Closing the stream (client gone) cancels the request."""
-    outbox = Outbox(state.config.max_queued_events)
+    outbox: Outbox[str] = Outbox(state.config.max_queued_events)
 
     def frame(event: Event) -> str:
         return f"event: {event.TYPE}\ndata: {event.to_json()}\n\n"
 
     agent, tracker = connect(state, client, outbox, charge=False, frame=frame, single=True)
     agent.submit(Ask(f"sse-{uuid.uuid4().hex[:16]}", **body).to_wire())
+    return frames_until_done(outbox, agent, tracker)
+
+
+async def frames_until_done(outbox: Outbox[str], agent: Agent, tracker: Tracker
+                            ) -> AsyncIterator[str]:
+    """The frames of a one-request edge (`connect(..., single=True)`) up to its terminal
+    event; closing the stream (the client is gone) hangs up, which cancels the request."""
     try:
         while frames := await outbox.take():
             for text in frames:

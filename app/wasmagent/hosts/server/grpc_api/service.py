@@ -28,7 +28,7 @@ import grpc
 from ....errors import AgentError, ErrorCode
 from ....protocol import Cancel, Error, Event, Request, Result, Status
 from ..security import bearer
-from ..sessions import MAX_QUEUED_BYTES, Tracker, admit, hang_up
+from ..sessions import Outbox, Tracker, admit, hang_up
 from ..state import ServerState
 from . import agent_pb2 as pb
 from . import agent_pb2_grpc as pb_grpc
@@ -41,57 +41,6 @@ DEADLINE_SLACK_S = 0.25
 that reset can arrive before the server's timer fires."""
 
 
-class Events:
-    """A call's outgoing messages: `put` is synchronous (the agent's sink is), `take` waits
-    for everything pending. Past `limit` messages or `max_bytes` the reader is too slow: the
-    queue closes as overflowed (what `sessions.Outbox` does for text frames)."""
-
-    __slots__ = ("_bytes", "_items", "_limit", "_max_bytes", "_waiter", "closed", "overflowed")
-
-    def __init__(self, limit: int, max_bytes: int = MAX_QUEUED_BYTES) -> None:
-        self._items: list[pb.Event] = []
-        self._limit = limit
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed = False
-        self.overflowed = False
-
-    def put(self, item: pb.Event) -> None:
-        if self.closed:
-            return
-        size = item.ByteSize()
-        if len(self._items) >= self._limit or self._bytes + size > self._max_bytes:
-            self.overflowed = True
-            self.close()
-            return
-        self._items.append(item)
-        self._bytes += size
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def take(self) -> list[pb.Event]:
-        """Every waiting message in order; `[]` once closed and empty (or overflowed)."""
-        while not self._items and not self.closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self.overflowed:
-            self._items.clear()
-        items, self._items = self._items, []
-        self._bytes = 0
-        return items
-
-
 class Call:
     """One RPC's edge onto the core and what its request has produced so far."""
 
@@ -100,7 +49,9 @@ class Call:
 
     def __init__(self, state: ServerState, client: str, request_id: str) -> None:
         self.request_id = request_id
-        self.events = Events(state.config.max_queued_events)
+        # (what `sessions.Outbox` does for text frames: a reader too slow is cut off)
+        self.events: Outbox[pb.Event] = Outbox(state.config.max_queued_events,
+                                               size=lambda event: event.ByteSize())
         self.tracker = Tracker(state, client)
         self.expired = False
         """The deadline passed: the request's cancellation is reported as `deadline_exceeded`."""
@@ -269,4 +220,4 @@ def register(server: grpc.aio.Server, state: ServerState) -> AgentService:
     return service
 
 
-__all__ = ["AgentService", "Call", "Events", "register"]
+__all__ = ["AgentService", "Call", "register"]
