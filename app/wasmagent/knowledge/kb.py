@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +49,14 @@ from ..retrieval.chunking import Chunk, ChunkDeduper
 from ..retrieval.lexical import BM25Index
 from ..retrieval.rank import rank
 from ..runtime.context import uninterruptible
-from .packed import ChunkList, LazyPostings, decode_lexical, encode_lexical
+from .packed import (
+    ChunkList,
+    LazyPostings,
+    decode_lexical,
+    encode_lexical,
+    from_le_bytes,
+    le_bytes,
+)
 
 FORMAT = 1
 _instances = itertools.count()
@@ -150,7 +156,7 @@ class KnowledgeBase:
         payload = json.dumps([asdict(c) for c in chunks], ensure_ascii=False).encode()
         tx.put(self._key("seg", seg, "chunks"), payload)
         if vectors is not None:
-            tx.put(self._key("seg", seg, "vectors"), _le_bytes(vectors))
+            tx.put(self._key("seg", seg, "vectors"), le_bytes(vectors))
         meta = self.meta() | {"chunks": len(self.chunks) + len(chunks),
                               "segments": self._segments + 1,
                               "sizes": [*self._sizes, len(chunks)],
@@ -218,7 +224,7 @@ class KnowledgeBase:
         seg = f"{n:06d}"
         raw_chunks = json.loads(await _need(store, self._key("seg", seg, "chunks")))
         data = await store.get(self._key("seg", seg, "vectors"))
-        return [Chunk(**c) for c in raw_chunks], None if data is None else _from_le_bytes(data)
+        return [Chunk(**c) for c in raw_chunks], None if data is None else from_le_bytes("f", data)
 
     @classmethod
     async def load(cls, store: Store, name: str, vectors: VectorSearch | None
@@ -264,7 +270,7 @@ class KnowledgeBase:
         if len(present) < len(rows):
             self._has_vectors = False
         elif present and self._vectors is not None:
-            await self._vectors.add(self.space, self.dim, _from_le_bytes(b"".join(present)))
+            await self._vectors.add(self.space, self.dim, from_le_bytes("f", b"".join(present)))
         self._segments = segments
         self._has_vectors = self._has_vectors and bool(meta.get("vectors", True))
         saved = await store.get(self._key("lexical")) if self._lexical_segments else None
@@ -310,17 +316,4 @@ async def _need(store: Store, key: str) -> bytes:
     return value
 
 
-def _le_bytes(values: array) -> bytes:  # type: ignore[type-arg]
-    if sys.byteorder == "little":
-        return values.tobytes()
-    swapped = array("f", values)
-    swapped.byteswap()
-    return swapped.tobytes()
 
-
-def _from_le_bytes(data: bytes) -> array:  # type: ignore[type-arg]
-    values = array("f")
-    values.frombytes(data)
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values

@@ -33,7 +33,8 @@ MAGIC = b"WABM25\x00\x02"
 _HEADER = struct.Struct("<I")
 
 
-def _le(values: array) -> bytes:  # type: ignore[type-arg]
+def le_bytes(values: array) -> bytes:  # type: ignore[type-arg]
+    """`values` as little-endian bytes: how numbers are stored, whatever the machine."""
     if sys.byteorder == "little":
         return values.tobytes()
     swapped = array(values.typecode, values)
@@ -41,12 +42,17 @@ def _le(values: array) -> bytes:  # type: ignore[type-arg]
     return swapped.tobytes()
 
 
-def _ints(data: memoryview) -> array:  # type: ignore[type-arg]
-    values = array("i")
+def from_le_bytes(typecode: str, data: bytes | memoryview) -> array:  # type: ignore[type-arg]
+    """The `typecode` numbers stored little-endian in `data` (`le_bytes` read back)."""
+    values = array(typecode)
     values.frombytes(data)
     if sys.byteorder != "little":
         values.byteswap()
     return values
+
+
+def _ints(data: memoryview) -> array:  # type: ignore[type-arg]
+    return from_le_bytes("i", data)
 
 
 def encode_lexical(index: BM25Index) -> bytes:
@@ -64,8 +70,8 @@ def encode_lexical(index: BM25Index) -> bytes:
     header = json.dumps({"terms": terms, "counts": counts, "docs": len(lengths)},
                         ensure_ascii=False, separators=(",", ":")).encode()
     return b"".join([MAGIC, _HEADER.pack(len(header)), header,
-                     _le(array("i", lengths.keys())), _le(array("i", lengths.values())),
-                     _le(docs), _le(tfs)])
+                     le_bytes(array("i", lengths.keys())), le_bytes(array("i", lengths.values())),
+                     le_bytes(docs), le_bytes(tfs)])
 
 
 def decode_lexical(data: bytes) -> BM25Index:
