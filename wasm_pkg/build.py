@@ -11,9 +11,10 @@ Steps, each skipped when its inputs did not change (so a re-run is fast):
 4. compile the stdlib and wasmagent to .pyc inside Pyodide itself and take a memory snapshot
    of the interpreter with wasmagent imported (`runtime.mjs`): what the worker boots from;
    the wheel and lock stay for site owners who load wasmagent into their own Pyodide;
-5. copy the runtime files the page really fetches, the onnxruntime-web wasm build, the models and
-   the web shell into `dist/`, and write `boot-manifest.json` (file sizes, for a byte-accurate
-   progress bar) and `protocol.schema.json`.
+5. copy the runtime files the page really fetches, the onnxruntime-web wasm build, the models,
+   the web shell and PyScript (for the example of using wasmagent from PyScript) into `dist/`,
+   and write `boot-manifest.json` (file sizes, for a byte-accurate progress bar),
+   `protocol.schema.json` and `agent.proto`.
 
 We do not use `pyodide build`: it downloads its cross-build environment metadata before doing
 anything and fails offline, and a pure-Python wheel does not need a cross build anyway.
@@ -188,6 +189,11 @@ def copy_assets() -> None:
         if src.exists():
             copy_if_changed(src, DIST / "models" / name)
     copy_tree(ROOT / "web", DIST)
+    # PyScript for the example page (/examples/pyscript.html): sites that already use PyScript
+    # load wasmagent into their own PyScript worker. Served from here, never from a CDN.
+    for path in (NODE / "@pyscript/core/dist").iterdir():
+        if path.is_file() and path.suffix != ".map":
+            copy_if_changed(path, DIST / "pyscript" / path.name)
 
 
 STDLIB_ZIP = "pyodide/wasmagent-stdlib.zip"
@@ -231,13 +237,15 @@ def write_manifest() -> None:
 
 def write_schema() -> None:
     """The protocol for the JS side, generated from wasmagent.protocol: the JSON Schema, and
-    protocol.js, which every page and worker script imports instead of spelling names."""
+    protocol.js, which every page and worker script imports instead of spelling names; and the
+    gRPC service's `.proto` beside the schema, for clients to generate their stubs from."""
     sys.path.insert(0, str(ROOT / "app"))
     from wasmagent.protocol import js_module, json_schema
 
     (DIST / "protocol.schema.json").write_text(json.dumps(json_schema(), indent=1))
     (DIST / "shared").mkdir(parents=True, exist_ok=True)
     (DIST / "shared/protocol.js").write_text(js_module())
+    copy_if_changed(ROOT / "proto/wasmagent/v1/agent.proto", DIST / "agent.proto")
 
 
 DEFAULT_KB_SOURCES = ["README.md", "BENCHMARKS.md", "models/MODEL_CARD.md"]

@@ -9,8 +9,17 @@ const { count, size, warnings } = await generateSW({
   // widget.js runs on other sites' pages; embed.json (the embed allowlist) must never be stale.
   // The app boots from wasmagent-stdlib.zip and snapshot.bin: the plain stdlib, the wheels and
   // the lock are there for site owners' own Pyodide, never fetched by the app.
+  // The PyScript example and what a PyScript page loads (PyScript, the wheels, the plain stdlib,
+  // the lock) are not the app: cached when first used (runtimeCaching below), not installed.
   globIgnores: ["sw.js", "workbox-*.js", "bench/**", "widget.js", "embed.json", "**/*.gz",
-                "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json"],
+                "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json", "examples/**",
+                "pyscript/**"],
+  runtimeCaching: [{
+    urlPattern: /\/(examples|pyscript)\/|\/pyodide\/(python_stdlib\.zip|pyodide-lock\.json|[^/]+\.whl)$/,
+    // Fresh when online, the last copy offline: a page that worked once keeps working.
+    handler: "NetworkFirst",
+    options: { cacheName: "wasmagent-pyscript", networkTimeoutSeconds: 10 },
+  }],
   swDest: `${dist}/sw.js`,
   // The runtime, the model and the Python stdlib are large; all are needed offline.
   maximumFileSizeToCacheInBytes: 64 * 1024 * 1024,
@@ -21,7 +30,7 @@ const { count, size, warnings } = await generateSW({
   clientsClaim: true,
   cleanupOutdatedCaches: true,
   navigateFallback: "index.html",
-  navigateFallbackDenylist: [/^\/widget/],
+  navigateFallbackDenylist: [/^\/widget/, /\/examples\//],
   // ?threads=N (onnxruntime-web threads) and ?kb=NAME (the knowledge base a worker installs)
   // on the worker URL select behaviour, not different files; ?v= versions a file whose
   // precache revision already tracks its content.

@@ -153,9 +153,11 @@ def main() -> None:
     STATE["key"], STATE["delay"] = args.key, args.delay
     # asyncio and h11 even where uvloop and httptools are installed (the agent server's
     # optional speed-ups): the load benchmark's upstream costs what it always did, so figures
-    # before and after those were added compare
+    # before and after those were added compare. Idle connections are kept 75 s, as hosted
+    # LLM APIs do: with uvicorn's 5 s default a loaded machine's client could reuse a connection
+    # the upstream was closing at that moment (httpx ReadError in the load bench's baseline).
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", backlog=4096,
-                loop="asyncio", http="h11")
+                loop="asyncio", http="h11", timeout_keep_alive=75)
 
 
 if __name__ == "__main__":

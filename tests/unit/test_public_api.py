@@ -13,7 +13,9 @@ from wasmagent.protocol.widget import WIDGET_MESSAGES
 
 
 def test_the_package_exports() -> None:
-    assert wasmagent.__all__ == ["__version__"]
+    assert wasmagent.__all__ == ["Session", "__version__", "start_in_browser"]
+    for name in wasmagent.__all__:
+        assert hasattr(wasmagent, name), name
 
 
 def test_the_protocol_module_exports() -> None:

@@ -2,11 +2,8 @@
 // boot progress with real byte counts, then hands every message to Python unchanged. All agent
 // logic is Python (wasmagent.hosts.browser drives the core); this file only wires JS to it.
 import { loadPyodide } from "../pyodide/pyodide.mjs";
-import * as ortHost from "./ort-host.js";
-import { openStore } from "./idb-store.js";
-import * as vectors from "./vectors.js";
-import { createLink } from "./server-link.js";
-import { createLlmHost } from "./llm-host.js";
+import { createFetch } from "./fetch.js";
+import { startHost } from "./host.js";
 import { ERROR_CODES, event, isTerminal, request } from "../shared/protocol.js";
 
 const base = new URL("../", import.meta.url); // the app root
@@ -47,14 +44,8 @@ function agent_unavailable(raw) {
 // never keep or reuse the compiled code of pyodide.asm.wasm or the ORT wasm (0.8-2.5 s per warm
 // boot, measured). Files read here (model, snapshot) count as their bytes stream in; files the
 // runtimes fetch themselves count when Resource Timing reports them complete.
-const manifest = fetch(new URL("boot-manifest.json", base))
-  .then((r) => (r.ok ? r.json() : {}))
-  .catch(() => ({}));
-// A file's path in the manifest: relative to the app, without the ?v= version.
-const relative = (url) => {
-  const u = new URL(url, base);
-  return (u.origin + u.pathname).slice(base.href.length);
-};
+const appFiles = createFetch(base, { onChunk: (url, bytes) => count(url, bytes) });
+const { manifest, relative, versioned, fetchBytes } = appFiles;
 const counted = new Map(); // manifest path -> bytes seen so far
 let lastReport = 0;
 
@@ -91,46 +82,6 @@ for (const fn of ["instantiateStreaming", "compileStreaming"]) {
       timings.wasm[relative(response.url)] = { start, end: performance.now() };
     }
   };
-}
-
-// The URL of one version of a file the build listed: cacheable for good (static.py), and a new
-// build changes the URL instead of leaving a stale copy in the HTTP cache.
-async function versioned(url) {
-  const { versions = {} } = await manifest;
-  const u = new URL(url, base);
-  const version = versions[relative(u.href)];
-  if (version && !u.search) u.search = `v=${version}`;
-  return u;
-}
-
-async function fetchBytes(url) {
-  const response = await fetch(await versioned(url));
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  if (!response.body) return new Uint8Array(await response.arrayBuffer());
-  // Read into place, sized by the manifest (Content-Length counts compressed bytes when the
-  // server gzipped the body), growing only if the file is not the one the manifest describes.
-  const { files = {} } = await manifest;
-  let bytes = new Uint8Array(files[relative(response.url)] || Number(response.headers.get("Content-Length")) || 0);
-  let at = 0;
-  for (const reader = response.body.getReader(); ; ) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (at + value.byteLength > bytes.length) {
-      const grown = new Uint8Array(Math.max(2 * bytes.length, at + value.byteLength));
-      grown.set(bytes.subarray(0, at));
-      bytes = grown;
-    }
-    bytes.set(value, at);
-    at += value.byteLength;
-    count(response.url, at);
-  }
-  return at === bytes.length ? bytes : bytes.slice(0, at);
-}
-
-async function fetchText(url) {
-  const response = await fetch(await versioned(url));
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return response.text();
 }
 
 const INDEX = new URL("pyodide/", base).href;
@@ -171,56 +122,27 @@ async function startPython() {
 async function boot() {
   const t0 = performance.now();
   const params = new URL(import.meta.url).searchParams;
-  const threads = Number(params.get("threads")) || undefined;
-  ortHost.configure({ threads });
   progress("runtime", { message: "Loading the Python runtime" });
-  // The embedding session is created while Python boots (interleaved on this one thread).
-  // A model that fails to load is not fatal: the agent still answers from keyword search.
-  const modelStart = performance.now();
-  const fetchModel = (url) => fetchBytes(url).finally(() => span("modelFetch", modelStart));
-  const model = ortHost.warm("minilm", fetchModel).then(
-    () => {
-      span("model", modelStart);
-      return null;
-    },
-    (err) => err?.message || String(err),
-  );
-  // The intent head is needed by the first question too: its session is made meanwhile.
-  ortHost.warm("intent", fetchBytes).catch(() => {});
-  const vocab = fetchText("models/all-minilm-l6-v2/vocab.txt");
-  const stored = openStore().catch((err) => ({ error: String(err) }));
-  const labels = fetchText("models/intent/labels.json").catch(() => null);
+  // Model sessions, the vocabulary and IndexedDB are made ready while Python boots (interleaved
+  // on this one thread).
+  const host = startHost({
+    files: appFiles,
+    threads: Number(params.get("threads")) || undefined,
+    kb: params.get("kb") || "default",
+    post: (json) => (warming && typeof json === "string" && json.includes(WARMUP) ? warmed(json) : self.postMessage(json)),
+    // Connection changes of the optional agent server reach the page as unattributed progress.
+    onLinkState: (s) => progress("server", { message: s.connected ? "connected" : s.url ? "reconnecting" : "off" }),
+    span,
+    started: t0,
+  });
   const pyodide = await startPython();
   progress("packages", { message: "Starting the agent" });
   progress("model", { message: "Loading the embedding model" });
-  const modelError = await model;
-  if (modelError) progress("model", { message: `Embedding model unavailable (${modelError}); using keyword search only` });
-  const store = await stored;
-  // Connection changes of the optional agent server reach the page as unattributed progress.
-  const link = createLink({
-    onState: (s) => progress("server", { message: s.connected ? "connected" : s.url ? "reconnecting" : "off" }),
-  });
-  const api = {
-    link,
-    post: (json) => (warming && typeof json === "string" && json.includes(WARMUP) ? warmed(json) : self.postMessage(json)),
-    run: (name, feeds) => ortHost.run(name, feeds, fetchBytes),
-    models: ortHost.knownModels(),
-    modelError,
-    fetchText,
-    fetchBytes: (path) => fetchBytes(new URL(path, base).href),
-    store,
-    // The shipped knowledge base (kb/<name>.kv) to install on first boot: the widget's data-kb.
-    kb: params.get("kb") || "default",
-    vectors,
-    // The opt-in local generative model (wllama in its own worker; absent until installed).
-    llm: createLlmHost(),
-    threads: ortHost.threads(),
-    crossOriginIsolated: self.crossOriginIsolated,
-    bootMs: () => performance.now() - t0,
-  };
+  const { api, vocab, labels } = await host;
+  if (api.modelError) progress("model", { message: `Embedding model unavailable (${api.modelError}); using keyword search only` });
   const browser = pyodide.pyimport("wasmagent.hosts.browser");
   const agentStart = performance.now();
-  agent = await browser.boot(api, await vocab, await labels);
+  agent = await browser.boot(api, vocab, labels);
   span("agent", agentStart);
   const { total } = await manifest;
   progress("ready", { loaded: total, total, message: `Ready in ${Math.round(performance.now() - t0)} ms` });

@@ -23,7 +23,9 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+import js
 from js import Object
+from pyodide.code import run_js
 from pyodide.ffi import JsException, JsProxy, jsnull, to_js
 
 from .. import keyspace
@@ -36,6 +38,7 @@ from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, Turn
 from ..protocol import Event, PassageIn, Result, ServerConnect, ToolsLoad, is_terminal
 from ..runtime.context import Context
 from ..service import Service
+from ..session import Session
 
 _TYPECODES = {"int64": "q", "float32": "f"}
 SHIPPED_KB = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -244,7 +247,35 @@ async def _pieces(handle: Any, ctx: Context) -> AsyncIterator[str]:
 
 
 async def boot(api: Any, vocab: str | None = None, labels: str | None = None) -> Agent:
-    """Build the agent on the browser's ports; called once by worker.js."""
+    """Build the agent on the browser's ports; called once by worker.js. Its events go to the
+    page as JSON through `api.post`."""
+    service, link = await _service(api, vocab, labels)
+    agent = service.connect(lambda event: api.post(event.to_json()))
+    agent.route(ServerConnect, link.connect_handler())
+    # Site owners' Python runs only in the visitor's own browser, never on a shared server.
+    agent.route(ToolsLoad, service.tools_load)
+    return agent
+
+
+async def start(app: str | None = None, *, kb: str = "default",
+                threads: int | None = None) -> Session:
+    """The agent on the Pyodide this code runs on (a PyScript worker, a page's own Pyodide), as
+    a `Session`. `app` is where the wasmagent app is served (its `worker/`, `models/`, `ort/`
+    and `kb/`): a URL, or a path on this site (default `/`); `kb` is the shipped knowledge base to
+    install on first use. Knowledge bases live in this origin's IndexedDB, shared with the app."""
+    # Against the origin, not `location`: PyScript's workers run from blob: URLs.
+    base = js.URL.new(app or "/", f"{js.location.origin}/")
+    module = await run_js(f"import({json.dumps(js.URL.new('worker/host.js', base).href)})")
+    options: dict[str, object] = {"kb": kb}
+    if threads is not None:
+        options["threads"] = threads
+    host = await module.startHost(_js_object(options))
+    service, _ = await _service(host.api, host.vocab, host.labels)
+    return Session(service)
+
+
+async def _service(api: Any, vocab: str | None, labels: str | None) -> tuple[Service, JsLink]:
+    """The started service on `api`'s ports, its shipped knowledge base installed."""
     store_error = getattr(api.store, "error", None)
     # Without IndexedDB (a browser that blocks storage in third-party frames, private modes)
     # everything still works for as long as the page is open.
@@ -265,25 +296,21 @@ async def boot(api: Any, vocab: str | None = None, labels: str | None = None) ->
                 vectors=JsVectors(api.vectors), vocab=vocab,
                 intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
     link = JsLink(api.link)
-    # A short job lease: after a reload, the new page takes the interrupted ingestion over
-    # within seconds (the old page can no longer renew it). Other tabs renew theirs meanwhile.
     local_host = getattr(api, "llm", None)
     local = WllamaLlm(local_host) if local_host is not None else None
+    # A short job lease: after a reload, the new page takes the interrupted ingestion over
+    # within seconds (the old page can no longer renew it). Other tabs renew theirs meanwhile.
     # With the local model installed, a grounded answer can take a minute on a slow CPU
     # (wasm reads the prompt at ~6-50 tokens/s): the request deadline must allow it.
     service = Service(host, llm=ChoiceLlm(RemoteLlm(link), local),
                       job_lease_s=BROWSER_JOB_LEASE_S,
                       timeout_s=DEFAULT_TIMEOUT_S if local is None else LOCAL_TIMEOUT_S)
-    agent = service.connect(lambda event: api.post(event.to_json()))
-    agent.route(ServerConnect, link.connect_handler())
-    # Site owners' Python runs only in the visitor's own browser, never on a shared server.
-    agent.route(ToolsLoad, service.tools_load)
     service.start()
     if local_host is not None:
         # Loads an installed model in wllama's worker; questions meanwhile answer extractively.
         local_host.ensure()
     await _seed(service, store, api, str(api.kb or "default"), info)
-    return agent
+    return service, link
 
 
 async def _seed(service: Service, store: Store, api: Any, name: str,
