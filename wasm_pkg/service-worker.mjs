@@ -31,10 +31,10 @@ const { count, size, warnings } = await generateSW({
   cleanupOutdatedCaches: true,
   navigateFallback: "index.html",
   navigateFallbackDenylist: [/^\/widget/, /\/examples\//],
-  // ?threads=N (onnxruntime-web threads) and ?kb=NAME (the knowledge base a worker installs)
-  // on the worker URL select behaviour, not different files; ?v= versions a file whose
-  // precache revision already tracks its content.
-  ignoreURLParametersMatching: [/^utm_/, /^threads$/, /^kb$/, /^v$/],
+  // ?threads=N (onnxruntime-web threads), ?kb=NAME (the knowledge base a worker installs) and
+  // ?llm=off (no local model) on the worker URL select behaviour, not different files; ?v=
+  // versions a file whose precache revision already tracks its content.
+  ignoreURLParametersMatching: [/^utm_/, /^threads$/, /^kb$/, /^llm$/, /^v$/],
   sourcemap: false,
   mode: "production",
 });

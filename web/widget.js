@@ -18,7 +18,7 @@
   const d = script.dataset;
   const accent = d.accent && CSS.supports("color", d.accent) ? d.accent : "";
   const title = (d.title || "Assistant").slice(0, 80);
-  const config = { kb: d.kb || "default", title, welcome: d.welcome || "", accent, tools: !!d.tools };
+  const config = { kb: d.kb || "default", title, welcome: d.welcome || "", accent, tools: !!d.tools, model: d.model === "local" ? "local" : "" };
 
   const listeners = {};
   const emit = (type, detail) => (listeners[type] || []).forEach((fn) => {

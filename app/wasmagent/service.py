@@ -114,8 +114,12 @@ class Service:
             Route.CANNED: CannedWorker(),
         }
         if llm is not None:
-            workers[Route.LLM] = LlmWorker(self.library, DEFAULT_KB, llm, tools=self.tools,
-                                           clock=host.clock, log=self.telemetry.log)
+            # With a durable store the agent loop is a journaled job: it resumes after a
+            # crash or a reload (`pipeline/durable_loop.py`); without one it runs as it is.
+            workers[Route.LLM] = LlmWorker(
+                self.library, DEFAULT_KB, llm, tools=self.tools, clock=host.clock,
+                workflows=self.workflows if host.store is not None else None,
+                timeout_s=timeout_s, log=self.telemetry.log)
         self.pipeline = Pipeline(router, workers, store=host.store, clock=host.clock,
                                  observe=self._observe, pool_size=pool_size,
                                  max_in_flight=max_in_flight, timeout_s=timeout_s,
@@ -235,6 +239,7 @@ class Service:
                                                   "available": self.llm.available(),
                                                   **self.llm.details()},
             "tools": [t.name for t in self.tools],
+            "tools_not_idempotent": self.tools.not_idempotent(),
             "metrics": self.telemetry.snapshot(),
             "log": self.telemetry.recent(),
         }

@@ -251,6 +251,9 @@ def test_a_visitor_asks_in_the_panel_and_gets_a_cited_answer(journey: Journey) -
     assert len(ready) == 1
     assert ready[0]["detail"]["crossOriginIsolated"] is False, "the host is not isolated"
     assert ready[0]["detail"]["threads"] == 1, "single-thread inference in a plain host"
+    # Without data-model="local" the visitor is offered no model and the frame never loads one.
+    expect(visit.widget().locator("#model-settings")).to_be_hidden()
+    assert not [u for u in visit.requests if "/models/smollm2/" in u]
     answers = visit.events("answer")
     assert answers[-1]["detail"]["question"].startswith("why does the agent run")
     assert answers[-1]["detail"]["citations"]

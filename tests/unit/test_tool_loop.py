@@ -143,3 +143,53 @@ async def test_cancelling_the_request_mid_loop_ends_it() -> None:
     with pytest.raises(AgentError) as info:
         await task
     assert info.value.code is ErrorCode.CANCELLED
+
+
+class ListJournal:
+    """A `Journal` kept in a list: what a workflow run records, without the store."""
+
+    def __init__(self, steps: list[tuple[str, Any]] | None = None) -> None:
+        self.steps = steps if steps is not None else []
+        self.next = 0
+
+    @property
+    def replaying(self) -> bool:
+        return self.next < len(self.steps)
+
+    async def step(self, name: str, fn: Any, *, retry: Any = True) -> Any:
+        n, self.next = self.next, self.next + 1
+        if n < len(self.steps):
+            assert self.steps[n][0] == name
+            return self.steps[n][1]
+        result = await fn()
+        self.steps.append((name, json.loads(json.dumps(result))))  # JSON, as a store keeps it
+        return result
+
+
+async def test_a_journaled_loop_replays_its_steps_without_the_model_or_the_tools() -> None:
+    model = Scripted(
+        ["Let me compute that. ",
+         call("calculator", {"expression": "2340 * 17.5 / 100"}, "a"),
+         call("days_until", {"date": "2026-12-25"}, "b")],
+        ["17.5% of 2,340 is 409.5."])
+    journal = ListJournal()
+    events: list[dict[str, Any]] = []
+    loop = ToolLoop(model, default_tools(), LoopClock())
+    first = await loop.run("r1", "q", PASSAGES, Context("r1"), lambda e: events.append(
+        e.to_wire()), journal=journal)
+    assert [name for name, _ in journal.steps] == ["turn 1", "call a", "call b", "turn 2"]
+
+    class Gone(Scripted):
+        def chat(self, *args: Any, **kwargs: Any) -> AsyncIterator[str | ToolCallRequest]:
+            raise AssertionError("a replayed turn never asks the model")
+
+    replayed: list[dict[str, Any]] = []
+    again = await ToolLoop(Gone(), default_tools(), LoopClock()).run(
+        "r1", "q", PASSAGES, Context("r1"), lambda e: replayed.append(e.to_wire()),
+        journal=ListJournal(journal.steps))
+    assert again.text == first.text == "".join(
+        e["text"] for e in replayed if e["type"] == "delta")
+    results = [(e["call_id"], e["text"]) for e in events if e["type"] == "tool_result"]
+    assert [(e["call_id"], e["text"]) for e in replayed if e["type"] == "tool_result"] == results
+    assert [(s.call.id, s.ok, s.text) for s in again.calls] == [
+        (s.call.id, s.ok, s.text) for s in first.calls]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.clock import ManualClock
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.knowledge.ingest import EMBED_GROUP, ingest
 from wasmagent.knowledge.library import Library
@@ -20,24 +21,6 @@ from wasmagent.llm.resilience import RetryPolicy
 from wasmagent.ports import MemoryStore
 from wasmagent.protocol import DocumentIn
 from wasmagent.workflow import JobStatus, JobStopped, Run, Tx, Workflows
-
-
-class Clock:
-    """Wall time the test moves by hand; sleeping does not move it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        # Retry backoffs (milliseconds here) pass; a lease heartbeat (seconds) waits for the
-        # test to move the clock, which it never does for a heartbeat: runs stay deterministic.
-        await asyncio.sleep(seconds if seconds < 0.1 else 3600)
 
 
 class CrashingStore(MemoryStore):
@@ -66,7 +49,7 @@ class Crash(BaseException):
     """The process died here (not an Exception: nothing in the core may catch it)."""
 
 
-def _engine(store: MemoryStore, clock: Clock, **kw: Any) -> Workflows:
+def _engine(store: MemoryStore, clock: ManualClock, **kw: Any) -> Workflows:
     return Workflows(store, clock, lease_s=5.0,
                      retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.001), **kw)
 
@@ -107,7 +90,7 @@ async def _finished(engine: Workflows, job_id: str) -> Any:
 
 
 async def test_a_job_runs_its_steps_once_and_records_the_result() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock()
     engine = _engine(store, clock)
     engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 4}, title="count to four")
@@ -134,7 +117,7 @@ async def test_a_crash_at_any_commit_resumes_without_losing_or_repeating_a_step(
 
 
 async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
-    store, clock = CrashingStore(), Clock()
+    store, clock = CrashingStore(), ManualClock()
     store.crash_at, store.after_write = crash_at, after_write
     first = _engine(store, clock)
     first.register("count", _counting_job(store))
@@ -164,7 +147,7 @@ async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
 
 
 async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenced() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock()
     first = _engine(store, clock, owner="first")
     first_blocked, second_blocked = asyncio.Event(), asyncio.Event()
     first.register("count", _counting_job(store, first_blocked))
@@ -192,7 +175,7 @@ async def test_a_live_lease_is_respected_and_a_lapsed_one_is_taken_over_and_fenc
 
 
 async def test_retryable_failures_are_retried_and_counted_then_give_up_with_the_error() -> None:
-    store, clock = CrashingStore(), Clock()
+    store, clock = CrashingStore(), ManualClock()
     engine = _engine(store, clock)
     engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 2})
@@ -218,7 +201,7 @@ async def test_retryable_failures_are_retried_and_counted_then_give_up_with_the_
 
 
 async def test_a_bug_in_a_step_fails_the_job_at_once_with_internal() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock()
     engine = _engine(store, clock)
 
     async def buggy(run: Run, job: Any) -> dict[str, Any]:
@@ -237,7 +220,7 @@ async def test_a_bug_in_a_step_fails_the_job_at_once_with_internal() -> None:
 
 
 async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock()
     engine = _engine(store, clock)
     blocked = asyncio.Event()
     engine.register("count", _counting_job(store, blocked))
@@ -256,8 +239,38 @@ async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> Non
     await engine.aclose()
 
 
+async def test_a_job_may_leave_the_journal_when_it_finishes_or_is_cancelled() -> None:
+    store, clock = MemoryStore(), ManualClock()
+    engine = _engine(store, clock)
+
+    async def delivered(run: Run, job: dict[str, Any]) -> dict[str, Any]:
+        run.forget_when_finished = True  # its outcome went elsewhere
+        return await _count(run, job, store)
+
+    engine.register("delivered", delivered)
+    job_id = await engine.start("delivered", {"steps": 2})
+    record = await _finished(engine, job_id)  # a local watcher still sees how it ended
+    assert record.status is JobStatus.DONE
+    assert record.result == {"total": 1}
+    assert await store.keys("wf/") == []
+    assert await store.get("effects") == b"2"  # what its steps did stays
+
+    blocked = asyncio.Event()
+    engine.register("count", _counting_job(store, blocked))
+    job_id = await engine.start("count", {"steps": 2, "block_at": 1})
+    await asyncio.wait_for(blocked.wait(), 60)
+    task = engine._local[job_id].task
+    assert (await engine.cancel(job_id, forget=True)).status is JobStatus.CANCELLED
+    await asyncio.gather(task, return_exceptions=True)
+    assert await store.keys("wf/") == []
+    with pytest.raises(AgentError) as gone:
+        await engine.get(job_id)
+    assert gone.value.code is ErrorCode.NOT_FOUND
+    await engine.aclose()
+
+
 async def test_watch_reports_progress_until_the_job_finishes() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), ManualClock()
     engine = _engine(store, clock)
     engine.register("count", _counting_job(store))
     job_id = await engine.start("count", {"steps": 3})
@@ -289,7 +302,7 @@ async def test_an_ingestion_killed_mid_way_resumes_and_stores_every_document_onc
     assert expected["duplicates"] > 0
     assert expected["chunks_added"] > 2 * EMBED_GROUP
 
-    store, clock = CrashingStore(), Clock()
+    store, clock = CrashingStore(), ManualClock()
     store.crash_at = 4  # the start, two batches, then death while committing the third
     first = _engine(store, clock)
     first.register("ingest", await _ingest_job(Library(store, None, None)))

@@ -1,7 +1,7 @@
 // Knowledge → Model: install, cancel, remove the opt-in local model. The download runs here
 // (web/llm-host.js keeps it in Cache Storage, whole or not at all); the agent worker loads it
 // when told over the model channel and reports its state back on the same channel.
-import { CHANNEL, installModel, modelInstalled, removeModel } from "../worker/llm-host.js";
+import { CHANNEL, canStore, installModel, modelInstalled, removeModel } from "../worker/llm-host.js";
 
 const $ = (id) => document.getElementById(id);
 const MB = 1048576;
@@ -20,6 +20,8 @@ export function modelPanel() {
   const label = $("model-label");
   const message = $("model-message");
   let download = null;
+  let keep = true; // false where this page may not store files (see canStore)
+  let loaded = false; // a model used for this visit only, never stored
   const channel = new BroadcastChannel(CHANNEL);
 
   const show = (installed) => {
@@ -32,7 +34,9 @@ export function modelPanel() {
   channel.onmessage = ({ data }) => {
     if (data?.kind !== "state") return;
     document.body.dataset.localModelState = data.state;
-    say(data.state === "failed" ? `${data.error} Answers stay cited extracts.` : STATES[data.state] || "");
+    if (data.state === "failed") say(`${data.error} Answers stay cited extracts.`);
+    else if (data.state === "ready" && loaded) say("Loaded for this visit (not stored): answers are written by the local model, with citations.");
+    else say(STATES[data.state] || "");
   };
 
   install.addEventListener("click", async () => {
@@ -42,6 +46,7 @@ export function modelPanel() {
     say("");
     try {
       await installModel({
+        keep,
         signal: download.signal,
         onProgress: (got, total) => {
           bar.max = total;
@@ -49,7 +54,8 @@ export function modelPanel() {
           label.textContent = `${(got / MB).toFixed(1)} of ${(total / MB).toFixed(1)} MB`;
         },
       });
-      say("Installed; loading the model…");
+      loaded = !keep;
+      say(keep ? "Installed; loading the model…" : "Loading the model for this visit…");
       show(true);
     } catch (err) {
       say(err.code === "cancelled" ? "Download cancelled; nothing was stored." : err.message);
@@ -57,18 +63,21 @@ export function modelPanel() {
     } finally {
       download = null;
       box.hidden = true;
-      show(await modelInstalled().catch(() => false));
+      show(loaded || (keep && (await modelInstalled().catch(() => false))));
     }
   });
   $("model-cancel").addEventListener("click", () => download?.abort());
   remove.addEventListener("click", async () => {
     await removeModel();
+    loaded = false;
     show(false);
     say("Removed. Answers are cited extracts.");
   });
 
-  modelInstalled().then((installed) => {
-    show(installed);
+  canStore().then(async (allowed) => {
+    keep = allowed;
+    if (!allowed) say("This browser does not let this site keep files here: the model would be downloaded for this visit only.");
+    show(allowed && (await modelInstalled()));
     channel.postMessage({ kind: "query" });
-  }).catch((err) => say(`Cache Storage is unavailable here: ${err.message}`));
+  }).catch((err) => say(`The local model is unavailable here: ${err.message}`));
 }

@@ -19,11 +19,13 @@ const nextId = () => `r${Date.now().toString(36)}-${(++counter).toString(36)}`;
 export class AgentClient {
   // Start the worker; `ready` settles when the agent reports it can answer.
   // `threads` sets onnxruntime-web's thread count (only used when crossOriginIsolated); `kb`
-  // names the shipped knowledge base (kb/<name>.kv) the worker installs on first boot.
-  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent, threads, kb } = {}) {
+  // names the shipped knowledge base (kb/<name>.kv) the worker installs on first boot;
+  // `localModel: false` keeps the worker from ever loading the local model, even if installed.
+  static async create({ base = new URL("./", import.meta.url), workerUrl, onEvent, threads, kb, localModel = true } = {}) {
     const url = new URL(workerUrl ?? new URL("../worker/worker.js", base));
     if (threads) url.searchParams.set("threads", String(threads));
     if (kb) url.searchParams.set("kb", kb);
+    if (!localModel) url.searchParams.set("llm", "off");
     const worker = new Worker(url, { type: "module" });
     return new AgentClient(worker, SCHEMA, onEvent);
   }

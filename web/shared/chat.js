@@ -86,6 +86,10 @@ export class Chat {
   // then by the answer's route.
   markOrigin(reply, origin, route) {
     reply.querySelector(".from")?.remove();
+    if (route === "local_llm") {
+      reply.prepend(el("span", { className: "from", textContent: "Written by the local model in this browser" }));
+      return;
+    }
     const fromServer = route === undefined ? Boolean(origin) : SERVER_ROUTES.has(route);
     reply.classList.toggle("remote", fromServer);
     if (!fromServer) return;

@@ -46,6 +46,8 @@ function cleanConfig(raw = {}) {
     welcome: text(raw.welcome, 500),
     accent: CSS.supports("color", text(raw.accent, 64)) ? text(raw.accent, 64) : "",
     tools: raw.tools === true,
+    // "local": offer the visitor the opt-in local model; the download stays their choice.
+    model: raw.model === "local" ? "local" : "",
   };
 }
 

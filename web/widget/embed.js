@@ -11,6 +11,7 @@ import { ERROR_CODES, SCHEMA } from "../shared/protocol.js";
 import { validate } from "../shared/schema.js";
 import { Chat, bootView } from "../shared/chat.js";
 import { connectHost } from "./embed-link.js";
+import { modelPanel } from "../page/model.js";
 
 const $ = (id) => document.getElementById(id);
 const { port, config } = await connectHost();
@@ -33,8 +34,15 @@ function report(code, message, question) {
   send({ type: "error", code, message, ...(question === undefined ? {} : { question }) });
 }
 
+// data-model="local": the same install / cancel / remove controls as the app's Knowledge → Model.
+if (config.model === "local") {
+  $("model-settings").hidden = false;
+  modelPanel();
+}
+
 const client = await AgentClient.create({
   kb: config.kb,
+  localModel: config.model === "local",
   onEvent: bootView(document, { onFail: (event) => report(event.code, event.message) }),
 });
 

@@ -20,6 +20,7 @@ export async function startHost({
   files = createFetch(APP),
   threads,
   kb = "default",
+  localModel = true,
   post = () => {},
   onLinkState = () => {},
   span = () => {},
@@ -53,7 +54,8 @@ export async function startHost({
     kb,
     vectors,
     // The opt-in local generative model (wllama in its own worker; absent until installed).
-    llm: createLlmHost(),
+    // Left out (undefined, None in Python) where the page did not offer it.
+    ...(localModel ? { llm: createLlmHost() } : {}),
     threads: ortHost.threads(),
     crossOriginIsolated: self.crossOriginIsolated,
     bootMs: () => performance.now() - started,

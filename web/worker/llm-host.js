@@ -30,6 +30,18 @@ export async function modelInstalled() {
   return Boolean(await cachedResponse());
 }
 
+// Whether this page may keep the model: a frame on another site in a browser that blocks
+// third-party storage (private windows, strict settings) gets no Cache Storage at all. There
+// the model can still be used for the visit (installModel({keep: false})), never stored.
+export async function canStore() {
+  try {
+    await caches.open(CACHE);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function hex(buffer) {
   return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -41,11 +53,12 @@ export class ModelError extends Error {
   }
 }
 
-// Downloads and stores the model; `onProgress(received, total)`; `signal` cancels.
+// Downloads and stores the model; `onProgress(received, total)`; `signal` cancels. With
+// `keep: false` nothing is stored: the verified bytes go straight to the workers for this visit.
 // Throws ModelError with code "cancelled", "quota", "download" or "integrity".
-export async function installModel({ onProgress = () => {}, signal } = {}) {
+export async function installModel({ onProgress = () => {}, signal, keep = true } = {}) {
   const info = await manifest();
-  const estimate = await navigator.storage?.estimate?.();
+  const estimate = keep ? await navigator.storage?.estimate?.() : null;
   if (estimate && estimate.quota - estimate.usage < info.bytes) {
     const free = Math.max(0, (estimate.quota - estimate.usage) / 1048576).toFixed(0);
     throw new ModelError("quota", `not enough storage for the model: it needs ${(info.bytes / 1048576).toFixed(0)} MB, this browser allows ${free} MB more`);
@@ -75,6 +88,10 @@ export async function installModel({ onProgress = () => {}, signal } = {}) {
     throw new ModelError("integrity", "the downloaded model does not match its checksum; nothing was stored");
   }
   if (signal?.aborted) throw new ModelError("cancelled", "the download was cancelled");
+  if (!keep) {
+    new BroadcastChannel(CHANNEL).postMessage({ kind: "installed", blob });
+    return;
+  }
   try {
     await (await caches.open(CACHE)).put(info.url, new Response(blob, { headers: { "Content-Length": String(blob.size) } }));
   } catch (err) {
@@ -87,8 +104,10 @@ export async function installModel({ onProgress = () => {}, signal } = {}) {
 }
 
 export async function removeModel() {
-  const { url } = await manifest();
-  await (await caches.open(CACHE)).delete(url);
+  if (await canStore()) {
+    const { url } = await manifest();
+    await (await caches.open(CACHE)).delete(url);
+  }
   new BroadcastChannel(CHANNEL).postMessage({ kind: "removed" });
 }
 
@@ -102,10 +121,12 @@ export function createLlmHost({ threads } = {}) {
   const announce = () => channel.postMessage({ kind: "state", ...status });
   const set = (fields) => { Object.assign(status, fields); announce(); };
 
-  async function load() {
+  // From the bytes handed over for this visit, or else from Cache Storage (none there, or no
+  // Cache Storage at all: absent, and answers stay extracts).
+  async function load(blob) {
     const started = performance.now();
-    const response = await cachedResponse();
-    if (!response) { set({ state: "absent", error: null }); return; }
+    const response = blob ? null : await cachedResponse().catch(() => null);
+    if (!blob && !response) { set({ state: "absent", error: null }); return; }
     set({ state: "loading", error: null });
     try {
       const { Wllama } = await import(new URL("wllama/index.js", base).href);
@@ -114,7 +135,7 @@ export function createLlmHost({ threads } = {}) {
       const n = threads || (self.crossOriginIsolated ? Math.max(1, Math.floor((navigator.hardwareConcurrency || 2) / 2)) : 1);
       wllama = new Wllama({ default: new URL("wllama/wllama.wasm", base).href }, { suppressNativeLog: true });
       // A short context keeps memory and prompt time low: five passages of ~200 words fit.
-      await wllama.loadModel([await response.blob()], { n_ctx: 2048, n_threads: n });
+      await wllama.loadModel([blob ?? (await response.blob())], { n_ctx: 2048, n_threads: n });
       // The first decode pays one-off set-up (~10 s measured on a loaded 2-core box): pay it
       // here, while answers are still extracts, not in the user's first question.
       await wllama.createChatCompletion({ messages: [{ role: "user", content: "Hi" }], max_tokens: 1, temperature: 0 });
@@ -133,13 +154,13 @@ export function createLlmHost({ threads } = {}) {
     if (old) await old.exit().catch(() => {});
   }
 
-  function ensure() {
-    loading ??= load().finally(() => { if (status.state !== "ready") loading = null; });
+  function ensure(blob) {
+    loading ??= load(blob).finally(() => { if (status.state !== "ready") loading = null; });
     return loading;
   }
 
   channel.onmessage = ({ data }) => {
-    if (data?.kind === "installed") ensure();
+    if (data?.kind === "installed") ensure(data.blob);
     else if (data?.kind === "removed") unload();
     else if (data?.kind === "query") announce();
   };

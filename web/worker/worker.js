@@ -129,6 +129,7 @@ async function boot() {
     files: appFiles,
     threads: Number(params.get("threads")) || undefined,
     kb: params.get("kb") || "default",
+    localModel: params.get("llm") !== "off",
     post: (json) => (warming && typeof json === "string" && json.includes(WARMUP) ? warmed(json) : self.postMessage(json)),
     // Connection changes of the optional agent server reach the page as unattributed progress.
     onLinkState: (s) => progress("server", { message: s.connected ? "connected" : s.url ? "reconnecting" : "off" }),

@@ -3,6 +3,10 @@
 An ingestion is a journaled workflow (`workflow/`): it survives a reload or a restart and
 resumes where it stopped. The request that started it follows it; cancelling that request
 cancels the job, while a client merely going away does not.
+
+`jobs.*` also show the agent's tool-using answers that were resumed after a reload or a
+restart (kind `answer`, `pipeline/durable_loop.py`): nobody was left to stream to, so their
+`result` carries the answer and each tool call's outcome, and `jobs.watch` follows them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ class Route(StrEnum):
     TOOL = "tool"
     CANNED = "canned"
     LLM = "llm"
+    LOCAL_LLM = "local_llm"
+    """Written by the local model in the browser (the `llm` route's worker, another model)."""
     FALLBACK = "llm_fallback"
     """The LLM failed; the answer is the local extractive one, with a notice saying so."""
 
@@ -36,6 +38,8 @@ class Reply:
     detail: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False
     """The worker already emitted the text as `delta` events (LLM tokens as they came)."""
+    saved: bool = False
+    """The worker already saved the turn's history record (a durable agent loop does)."""
 
 
 @dataclass(slots=True)

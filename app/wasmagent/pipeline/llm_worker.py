@@ -9,7 +9,8 @@ conversation keeps every word that was shown.
 
 Given tools and a model that can call them (`ToolLlm`), the answer comes from the agent loop
 (`tool_loop.py`): the model decides which tools to call, step by step, and the steps stream
-as `tool_call`/`tool_result` events before the final text.
+as `tool_call`/`tool_result` events before the final text. Given `workflows` (a host with a
+durable store), that loop runs as a durable job (`durable_loop.py`), which saves the turn.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ..ports import Clock, Llm, LoopClock, ToolLlm, Turn
 from ..protocol import Delta, PassageIn, Source
 from ..telemetry import Log, fallback_log
 from ..tools import ToolRegistry
+from ..workflow import Workflows
+from .durable_loop import Asked, DurableLoops
 from .jobs import Job, Reply, Route
 from .pipeline import conversation_turns
 from .tool_loop import ToolLoop
@@ -42,6 +45,7 @@ class LlmWorker:
 
     def __init__(self, library: Library, default_kb: str, llm: Llm, *,
                  tools: ToolRegistry | None = None, clock: Clock | None = None,
+                 workflows: Workflows | None = None, timeout_s: float = 30.0,
                  log: Log = fallback_log) -> None:
         self._log = log
         # Behind a `ChoiceLlm`, only the server's model is offered tools (the local one is
@@ -50,6 +54,9 @@ class LlmWorker:
         self._loop = (ToolLoop(tool_llm, tools, clock or LoopClock())
                       if tools is not None and isinstance(tool_llm, ToolLlm) else None)
         self._tool_llm = tool_llm
+        self._durable = (DurableLoops(self._loop, workflows, _citations, clock=clock or
+                                      LoopClock(), timeout_s=timeout_s, log=log)
+                         if self._loop is not None and workflows is not None else None)
         self._library = library
         self._default = default_kb
         self.llm = llm
@@ -66,11 +73,19 @@ class LlmWorker:
         pieces: list[str] = []
         llm = choose(self.llm, request.mode) or self.llm
         detail: dict[str, object] = {"llm": llm.name, "passages": len(passages)}
+        scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
+        saved = False
         try:
             turns = await self._turns(job)
             if self._loop is not None and llm is self._tool_llm:
-                outcome = await self._loop.run(request.id, request.text, passages, job.ctx,
-                                               job.emit, turns=turns, shown=pieces)
+                if self._durable is not None:
+                    asked = Asked(request.id, request.text, passages, scores, turns,
+                                  request.conversation, job.scope.tenant if job.scope else None)
+                    outcome = await self._durable.run(asked, job.ctx, job.emit, shown=pieces)
+                    saved = True
+                else:
+                    outcome = await self._loop.run(request.id, request.text, passages,
+                                                   job.ctx, job.emit, turns=turns, shown=pieces)
                 job.timings.update(steps=outcome.steps, model=round(outcome.model_ms, 3),
                                    tools=round(outcome.tool_ms, 3))
                 detail.update(steps=outcome.steps, calls=len(outcome.calls))
@@ -84,9 +99,11 @@ class LlmWorker:
                 raise
             return self._fallback(job, hits, pieces, exc, llm.name)
         text = "".join(pieces)
-        scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
-        return Reply(text, Route.LLM, _citations(text, passages, scores), confident=True,
-                     detail=detail, streamed=True)
+        # The user is told which model wrote it: a server's LLM and the 135M local one differ.
+        local = isinstance(self.llm, ChoiceLlm) and llm is self.llm.local
+        route = Route.LOCAL_LLM if local else Route.LLM
+        return Reply(text, route, _citations(text, passages, scores), confident=True,
+                     detail=detail, streamed=True, saved=saved)
 
     async def _turns(self, job: Job) -> list[Turn]:
         if job.request.history is not None:

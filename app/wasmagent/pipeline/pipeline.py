@@ -227,7 +227,7 @@ class Pipeline:
                 finally:
                     self.finished["aggregate"] += 1
                 store = self._store if job.scope is None else job.scope.history
-                if store is not None:
+                if store is not None and not job.reply.saved:
                     job.saved = asyncio.get_running_loop().create_future()
                     job.finish()
                     await self.persist.send((record, job.saved, store))

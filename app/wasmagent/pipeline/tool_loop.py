@@ -12,15 +12,24 @@ final answer. Pure over ports: the model is a `ToolLlm`, the tools a `ToolRegist
   may correct itself; the request does not fail.
 - The loop ends when the model answers without calling a tool, or after `max_steps` model
   turns: then the answer says so and lists what the tools established.
+- Given a `Journal` (`durable_loop.py` passes one backed by a workflow run), every model turn
+  (its text and tool calls) and every call's result is a journaled step: a run resumed after
+  a crash replays them (the replayed text is shown again, as deltas) instead of asking the
+  model or running the tools again. The calls of one turn then run one after the other, as
+  the journal is a sequence: each result is recorded the moment it is known. A call of a tool
+  declared `idempotent=False` first records that it started; a resumed run that finds that
+  record without the call's result never runs it again: the model (and the user, through
+  `tool_result`, ok false) are told it was interrupted and its outcome is unknown. Other
+  calls without a recorded result simply run again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import AgentError, ErrorCode
 from ..llm.wire import build_messages
@@ -33,6 +42,27 @@ MAX_STEPS = 6
 TOOL_PROMPT = (
     " You can call the tools you are given when a question needs them (arithmetic, dates, "
     "the site's own tools); use their results, and say what you computed.")
+
+
+INTERRUPTED = ("interrupted: {name} was started by a run that stopped before its result was "
+               "recorded. It was not run again, because it must not run twice, and whether it "
+               "took effect is unknown: do not assume it did; tell the user.")
+
+
+class Journal(Protocol):
+    """Where a durable loop records its steps (`durable_loop.py` adapts a workflow `Run`)."""
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the next `step` comes from the journal rather than running."""
+        ...
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[Any]], *,
+                   retry: bool | Callable[[AgentError], bool] = True) -> Any:
+        """Replay the next step if it is recorded, else run `fn` and record its (JSON)
+        result; `retry` False (or a function of the error saying False) never runs `fn`
+        again."""
+        ...
 
 
 @dataclass(slots=True)
@@ -68,11 +98,17 @@ class ToolLoop:
         self._clock = clock
         self._max_steps = max_steps
 
+    @property
+    def max_steps(self) -> int:
+        return self._max_steps
+
     async def run(self, request_id: str, question: str, passages: Sequence[PassageIn],
                   ctx: Context, emit: Callable[[Event], None], *, turns: Sequence[Turn] = (),
-                  shown: list[str] | None = None) -> LoopOutcome:
+                  shown: list[str] | None = None, journal: Journal | None = None
+                  ) -> LoopOutcome:
         """`shown` collects every delta as it is emitted: a caller that handles a failure
-        mid-loop still knows what the user has already read."""
+        mid-loop still knows what the user has already read. With a `journal`, the loop is
+        durable (see the module docstring)."""
         messages: list[dict[str, Any]] = list(build_messages(question, passages, turns))
         messages[0] = {**messages[0], "content": messages[0]["content"] + TOOL_PROMPT}
         specs = self._tools.describe()
@@ -81,7 +117,12 @@ class ToolLoop:
         while outcome.steps < self._max_steps:
             outcome.steps += 1
             started = self._clock.monotonic()
-            text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
+            once: list[bool] = []
+            if journal is None:
+                text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
+            else:
+                text, calls, once = await self._journaled_turn(
+                    journal, outcome.steps, messages, specs, ctx, request_id, emit, shown)
             outcome.model_ms += (self._clock.monotonic() - started) * 1000
             if not calls:
                 outcome.text = "".join(shown)
@@ -90,7 +131,11 @@ class ToolLoop:
             for call in calls:
                 emit(ToolCalled(request_id, call.id, call.name, call.arguments, outcome.steps))
             started = self._clock.monotonic()
-            steps = await asyncio.gather(*(self._call(call, ctx) for call in calls))
+            if journal is None:
+                steps = await asyncio.gather(*(self._call(call, ctx) for call in calls))
+            else:
+                steps = [await self._journaled_call(journal, call, o, ctx)
+                         for call, o in zip(calls, once, strict=True)]
             outcome.tool_ms += (self._clock.monotonic() - started) * 1000
             for step in steps:
                 outcome.calls.append(step)
@@ -119,6 +164,55 @@ class ToolLoop:
                 emit(Delta(request_id, part))
         return "".join(text), calls
 
+    async def _journaled_turn(self, journal: Journal, n: int,
+                              messages: Sequence[Mapping[str, Any]], specs: Sequence[Any],
+                              ctx: Context, request_id: str, emit: Callable[[Event], None],
+                              shown: list[str]
+                              ) -> tuple[str, list[ToolCallRequest], list[bool]]:
+        """The turn's text and calls, each call with whether it must never run twice."""
+        replayed = journal.replaying
+        mark = len(shown)
+
+        async def turn() -> dict[str, Any]:
+            text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
+            # Whether each call may run twice is recorded with it: a resumed run must walk
+            # the same steps even if the tools were registered differently by then.
+            return {"text": text, "calls": [[c.id, c.name, c.arguments, self._once(c.name)]
+                                            for c in calls]}
+
+        # A turn that failed before showing anything may be asked again (a resumed run may
+        # start before the model's link is up); once its text has streamed it is not: a
+        # failed turn then ends the loop, as it does without a journal.
+        done = await journal.step(f"turn {n}", turn, retry=lambda exc: len(shown) == mark)
+        text = str(done["text"])
+        if replayed and text:  # the answer must still read as the user would have seen it
+            shown.append(text)
+            emit(Delta(request_id, text))
+        calls = [ToolCallRequest(cid, name, args) for cid, name, args, _ in done["calls"]]
+        return text, calls, [bool(c[3]) for c in done["calls"]]
+
+    def _once(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and not tool.idempotent
+
+    async def _journaled_call(self, journal: Journal, call: ToolCallRequest, once: bool,
+                              ctx: Context) -> Step:
+        interrupted = False
+        if once:
+            started_before = journal.replaying
+            await journal.step(f"start {call.id}", _started(call), retry=False)
+            # Started by an earlier run, never finished by it: it may have taken effect.
+            interrupted = started_before and not journal.replaying
+
+        async def execute() -> dict[str, Any]:
+            if interrupted:
+                return {"ok": False, "text": INTERRUPTED.format(name=call.name), "ms": 0.0}
+            step = await self._call(call, ctx)
+            return {"ok": step.ok, "text": step.text, "ms": step.ms}
+
+        done = await journal.step(f"call {call.id}", execute, retry=not once)
+        return Step(call, bool(done["ok"]), str(done["text"]), float(done["ms"]))
+
     async def _call(self, call: ToolCallRequest, ctx: Context) -> Step:
         started = self._clock.monotonic()
         try:
@@ -130,6 +224,12 @@ class ToolLoop:
                 raise  # the request's own cancellation or deadline: the loop ends with it
             ok, text = False, f"error ({exc.code.value}): {exc.message}"
         return Step(call, ok, text, (self._clock.monotonic() - started) * 1000)
+
+
+def _started(call: ToolCallRequest) -> Callable[[], Awaitable[Any]]:
+    async def started() -> dict[str, Any]:
+        return {"tool": call.name}
+    return started
 
 
 def _arguments(call: ToolCallRequest) -> dict[str, Any]:

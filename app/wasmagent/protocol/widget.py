@@ -23,7 +23,7 @@ HANDSHAKE = 1
 @dataclass(frozen=True, slots=True)
 class Connect:
     """Host -> frame, as a window message with a MessagePort: start talking. `config` holds
-    what the host page chose (`kb`, `title`, `welcome`, `accent`, `tools`); the frame keeps
+    what the host page chose (`kb`, `title`, `welcome`, `accent`, `tools`, `model`); the frame keeps
     only valid values of it and falls back to defaults for the rest."""
 
     TYPE: ClassVar[str] = "connect"

@@ -11,8 +11,9 @@ A tools file is plain Python, run once in a fresh module namespace:
         return "..."
 
 - `tool` is `ToolRegistry.tool`, the decorator the built-in tools are registered with (the
-  same schema from type hints and docstring, the same argument checks), bound while the file
-  runs to a registry of that file's own tools.
+  same schema from type hints and docstring, the same argument checks, the same
+  `idempotent=False` for a tool that must never run twice), bound while the file runs to a
+  registry of that file's own tools.
 - `route(pattern, tool=None, args=None)` adds a routing rule: a question in which the regular
   expression is found (case-insensitively) goes to that tool, called with `args` plus the
   pattern's named groups that matched (a group's text becomes an int or a float for such a
@@ -125,7 +126,7 @@ def _current(what: str) -> _Loading:
 
 
 def tool(fn: ToolFn | None = None, /, *, name: str | None = None,
-         description: str | None = None) -> Any:
+         description: str | None = None, idempotent: bool = True) -> Any:
     """Register a tool of the file being loaded (`ToolRegistry.tool`; see the module doc)."""
     loading = _current("tool")
     if fn is not None and not callable(fn):
@@ -135,7 +136,7 @@ def tool(fn: ToolFn | None = None, /, *, name: str | None = None,
         key = str(name or getattr(f, "__name__", ""))
         if key in loading.registry:
             raise ValueError(f"the tool {key!r} is defined twice")
-        loading.registry.tool(f, name=name, description=description)
+        loading.registry.tool(f, name=name, description=description, idempotent=idempotent)
         return f
 
     return register(fn) if fn is not None else register

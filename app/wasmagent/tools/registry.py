@@ -5,6 +5,11 @@ function. Its name, description (first docstring paragraph), parameter descripti
 Google-style `Args:` section) and argument schema (from type hints: str, int, float, bool,
 Literal enums, `X | None`, `list[X]`; parameters with defaults are optional) are derived once.
 
+A tool is idempotent unless registered with `idempotent=False` (a payment, an e-mail, an
+order: anything that must not happen twice). A durable agent loop (`pipeline/durable_loop.py`)
+never runs such a call twice, even across a crash; other calls may run again on resumption.
+The flag is not part of `describe()`, which is what the model is offered.
+
 `await registry.call(name, args)` returns a `ToolResult` or raises `AgentError`:
 `not_found` (no such tool), `tool_bad_arguments` (missing, unknown or mistyped argument — the
 message names it and what was expected; a bool is never accepted as a number), `tool_failed`
@@ -39,6 +44,8 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     fn: ToolFn
+    idempotent: bool = True
+    """False: calling it twice is not the same as once (see the module docstring)."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -123,12 +130,15 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
 
     def tool(self, fn: ToolFn | None = None, /, *, name: str | None = None,
-             description: str | None = None) -> Any:
+             description: str | None = None, idempotent: bool = True) -> Any:
         """Register `fn` (`@registry.tool`), or return a decorator (`@registry.tool(...)`)."""
+        if not isinstance(idempotent, bool):
+            raise TypeError("idempotent= must be True or False")
 
         def register(f: ToolFn) -> ToolFn:
             summary, _ = _docs(f)
-            tool = Tool(name or f.__name__, description or summary, schema_of(f), f)
+            tool = Tool(name or f.__name__, description or summary, schema_of(f), f,
+                        idempotent)
             self._tools[tool.name] = tool
             return f
 
@@ -153,6 +163,10 @@ class ToolRegistry:
 
     def describe(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self._tools.values()]
+
+    def not_idempotent(self) -> list[str]:
+        """The names of the tools declared `idempotent=False`, in registration order."""
+        return [t.name for t in self._tools.values() if not t.idempotent]
 
     def validate(self, name: str, args: Mapping[str, Any]) -> Tool:
         tool = self._tools.get(name)

@@ -12,6 +12,8 @@ Contract:
 - A step that fails with a retryable error (storage, conflict, overload, deadline, an upstream
   that may recover) runs again after an exponential backoff with full jitter, up to the retry
   policy's attempts; then the job fails with that error (`status` failed, `last_error`).
+  `run.step(name, fn, retry=False)` never runs `fn` twice: any failure fails the job at once
+  (`retry` may also be a function of the error, saying whether `fn` may run again).
 - A running job is leased by one owner (a process or a browser tab) and the lease is renewed
   while it runs. Every write expects the meta bytes its owner last wrote, so when someone else
   cancels the job or takes it over (after the lease ran out) the old owner's next write fails
@@ -19,6 +21,9 @@ Contract:
 - `resume()` claims every unfinished job whose lease has run out (or that is ours) and runs it
   from its last recorded step; `aclose()` stops local runs WITHOUT finishing them, so the next
   process (or page load) resumes them.
+- A job whose function sets `run.forget_when_finished` (its outcome was delivered elsewhere)
+  is deleted from the journal by the commit that would have finished it; `cancel(job_id,
+  forget=True)` likewise. `watch` still reports such a job's last record to a local watcher.
 - A job may belong to a tenant (`start(..., tenant=)`, kept in its record): one engine and one
   journal serve every tenant, so resumption needs no list of tenants; `recent` lists one
   tenant's jobs, and finished ones are forgotten per tenant (`keep_finished` each).
@@ -83,6 +88,11 @@ class Workflows:
 
     def register(self, kind: str, fn: WorkflowFn) -> None:
         self._kinds[kind] = fn
+
+    @property
+    def closing(self) -> bool:
+        """True once `aclose` began: runs stopping now are left to resume, not abandoned."""
+        return self._closing
 
     # -- starting and resuming ---------------------------------------------------------------
 
@@ -210,6 +220,10 @@ class Workflows:
         if status is JobStatus.DONE:
             deletes.append(input_key(run.id))  # a failed job keeps its input for inspection
         try:
+            if run.forget_when_finished:
+                keys = await self.store.keys(f"{JOB_PREFIX}{run.id}/")
+                await run.erase(record, list(dict.fromkeys([*deletes, *keys])))
+                return
             await run.write(record, deletes=deletes)
         except (JobStopped, AgentError) as exc:
             self._log("job_not_recorded", level="warning", job=run.id, status=status.value,
@@ -272,8 +286,10 @@ class Workflows:
                 found.append(record)
         return found
 
-    async def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a job wherever it runs; a finished job is returned as it is."""
+    async def cancel(self, job_id: str, *, forget: bool = False) -> JobRecord:
+        """Cancel a job wherever it runs; a finished job is returned as it is. `forget`: drop
+        the cancelled job from the journal (in the same commit) rather than keep its record;
+        it is `not_found` from then on."""
         for _ in range(10):
             raw = await self.store.get(meta_key(job_id))
             if raw is None:
@@ -283,10 +299,13 @@ class Workflows:
                 return record
             now = self.clock.wall()
             cancelled = record.evolve(status=JobStatus.CANCELLED, owner=None, updated=now)
+            puts = {} if forget else {meta_key(job_id): cancelled.encode()}
+            deletes = [open_key(job_id), input_key(job_id)]
+            if forget:
+                deletes = list(dict.fromkeys(
+                    [*deletes, *await self.store.keys(f"{JOB_PREFIX}{job_id}/")]))
             try:
-                await self.store.commit({meta_key(job_id): cancelled.encode()},
-                                        [open_key(job_id), input_key(job_id)],
-                                        {meta_key(job_id): raw})
+                await self.store.commit(puts, deletes, {meta_key(job_id): raw})
             except AgentError as exc:
                 if exc.code is ErrorCode.CONFLICT:
                     continue  # the job just wrote a step: read it again
@@ -301,9 +320,15 @@ class Workflows:
         """The job's record each time it changes, until it is finished (local runs report at
         once; jobs running elsewhere are polled)."""
         last: JobRecord | None = None
+        seen: Run | None = None
         while True:
             local = self._local.get(job_id)
-            record = local.run.record if local is not None else await self.get(job_id)
+            if local is not None:
+                seen = local.run
+            if local is None and seen is not None and seen.record.finished:
+                record = seen.record  # (what it ended as, even if it was then forgotten)
+            else:
+                record = local.run.record if local is not None else await self.get(job_id)
             if record != last:
                 yield record
                 last = record
@@ -313,6 +338,13 @@ class Workflows:
                 await local.run.changed(poll_s)
             else:
                 await self.clock.sleep(poll_s)
+
+    async def ended(self, job_id: str) -> None:
+        """Wait until this owner's run of the job has ended (at once when it has none); its
+        outcome is the job's record, not an exception here."""
+        local = self._local.get(job_id)
+        if local is not None:
+            await asyncio.wait([local.task])
 
     def running(self) -> list[str]:
         return list(self._local)

@@ -82,6 +82,9 @@ class Run:
         self._next = 0
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self.forget_when_finished = False
+        """Set by the job's function: once it is done or failed, drop the job from the
+        journal (its outcome was delivered elsewhere) instead of keeping its record."""
 
     @property
     def id(self) -> str:
@@ -101,8 +104,17 @@ class Run:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), within)
 
-    async def step(self, name: str, fn: StepFn) -> Any:
-        """Run (or replay) the next step; see the module docstring."""
+    @property
+    def replaying(self) -> bool:
+        """Whether the next `step` comes from the journal (recorded by an earlier run)."""
+        return self._next < len(self._steps)
+
+    async def step(self, name: str, fn: StepFn, *,
+                   retry: bool | Callable[[AgentError], bool] = True) -> Any:
+        """Run (or replay) the next step; see the module docstring. `retry=False` (or a
+        function of the error saying False): a failure fails the job at once, for a step
+        whose function must not run again (it had an effect the journal cannot undo, such as
+        a non-idempotent tool call or text already shown to a user)."""
         n = self._next
         self._next += 1
         if n < len(self._steps):
@@ -122,7 +134,8 @@ class Run:
                 await asyncio.shield(self._commit_step(n, record, tx))
                 return result
             except AgentError as exc:
-                if not retryable(exc) or attempt >= policy.attempts:
+                allowed = retry(exc) if callable(retry) else retry
+                if not allowed or not retryable(exc) or attempt >= policy.attempts:
                     raise
                 await self._failed_attempt(exc)
                 await self._settings.clock.sleep(policy.delay(attempt, self._settings.rng))
@@ -146,6 +159,21 @@ class Run:
             self.record = record
             self._settings.log("job_attempt_not_recorded", level="warning", job=self.id,
                                error=unrecorded.message)
+
+    async def erase(self, record: JobRecord, keys: list[str]) -> None:
+        """Delete `keys` (the job's own) in one commit fenced like `write`; `record` becomes
+        the record watchers see last."""
+        settings = self._settings
+        async with self._lock:
+            key = meta_key(self.id)
+            try:
+                await settings.store.commit({}, keys, {key: self._meta})
+            except AgentError as exc:
+                if exc.code is ErrorCode.CONFLICT and await settings.store.get(key) != self._meta:
+                    raise JobStopped(self.id) from None
+                raise
+            self.record = record.evolve(updated=settings.clock.wall())
+            self._signal()
 
     async def renew(self) -> None:
         await self.write(self.record)
