@@ -327,6 +327,7 @@ def render(section: dict[str, Any]) -> list[str]:
     test = splits.get("test")
     if test:
         met = (test["cited_recall"] >= 0.95 and test["mrr"] >= 0.85
-               and test["confident_but_wrong"] <= 0.05)
+               and test["confident_but_wrong"] <= 0.05
+               and (test["confident_precision"] or 0.0) >= 0.90)
         lines += [f"Goals on the test half: {'met' if met else 'not met'}.", ""]
     return lines

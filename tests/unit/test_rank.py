@@ -89,6 +89,37 @@ def test_a_question_in_another_language_finds_the_english_passage() -> None:
     assert CHUNKS[lexical[0][0]].source == "tutorial/inputoutput.html"
 
 
+def test_a_foreign_questions_function_words_do_not_outweigh_its_subject() -> None:
+    # "para" and "en" are rare in English text, so BM25 would weigh them far above "list";
+    # in a Portuguese or Spanish question they are function words and go.
+    chunks = [_chunk(0, "library/stdtypes.html", "Built-in Types", "Lists",
+                     "Lists may be constructed in several ways: create a list with brackets."),
+              _chunk(1, "library/locale.html", "locale", "Examples",
+                     "Month names in other locales: como, para, uma, em."),
+              _chunk(2, "howto/comments.html", "Comments", "Comments",
+                     "A comment starts with a hash character.")]
+    index = BM25Index()
+    for i, c in enumerate(chunks):
+        index.add(i, c.search_text)
+    assert chunks[index.search("Como faço para criar uma lista em Python?", 5)[0][0]].source == (
+        "library/stdtypes.html")
+    assert "comment" in expand_query("how to comment multiple lines"), "English keeps its words"
+    assert "comment" not in expand_query("Comment lire un fichier JSON en Python ?").lower()
+
+
+def test_filler_words_do_not_pick_the_page() -> None:
+    # "easiest" is rare in documentation, so BM25 would weigh it above what was asked about.
+    chunks = [_chunk(0, "library/time.html", "time", "time.sleep(secs)",
+                     "Suspend execution of the calling thread for the given number of seconds."),
+              _chunk(1, "howto/intro.html", "Introduction", "Introduction",
+                     "The easiest way to learn is to read the tutorial first.")]
+    index = BM25Index()
+    for i, c in enumerate(chunks):
+        index.add(i, c.search_text)
+    found = index.search("whats the easiest way to suspend for 2 seconds", 5)
+    assert [chunks[i].source for i, _ in found] == ["library/time.html"]
+
+
 def test_a_page_gains_nothing_from_mentioning_a_word_more_often() -> None:
     def scores(mentions: int) -> dict[str, float]:
         long_page = [_chunk(10 + i, "README.md", "Project", f"Part {i}",

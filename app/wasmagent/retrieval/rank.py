@@ -20,7 +20,12 @@ returns the `k` best chunks as `Fused` rows, best first:
 Weights were fitted on the dev half of tests/bench/eval (never the test half): over plain RRF
 the search's page MRR on dev went from 0.748 to 0.797 and recall@5 from 0.940 to 0.952, most of
 it from the page signal and one passage per page; the title and kind signals add little there
-and are kept small. Works on the ~40 first-stage candidates of a query, never the whole index.
+and are kept small. Later attempts found nothing more: extra signals (raw cosine and BM25
+magnitudes, a page's opening section, signature-like headings, a passage both rankings found,
+query-word coverage, page-level RRF, C-declaration headings) swept one at a time lost on dev,
+and re-fitting all weights on one half of dev gained nothing on the other half. What still
+fails is mostly the meaning of the question. Works on the ~40 first-stage candidates of a
+query, never the whole index.
 """
 
 from __future__ import annotations
