@@ -1,5 +1,5 @@
 """`python -m wasmagent ...`: see `wasmagent.hosts.cli`."""
 
-from .hosts.cli import main
+from .hosts.cli import run
 
-raise SystemExit(main())
+run()

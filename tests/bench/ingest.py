@@ -11,9 +11,10 @@
 - scaling: seconds per passage at 1k, 10k and 50k passages of a synthetic corpus (the sample's
   sentences reshuffled into Markdown pages) with a stand-in model that costs nothing, so what
   is measured is everything around the model (the model's cost per passage is constant);
-- opening: `python -m wasmagent ask --kb KB` wall time including process start, p50 of 20,
-  on the knowledge base the native run built (bytecode compiled once first, as an installed
-  package has it);
+- opening: `python -m wasmagent ask --kb KB` wall time including process start, p50 (min, max)
+  of 20 with the load average, on a copy of the knowledge base the native run built and, in a
+  quick run, of the whole corpus' one when the quality section has cached it (bytecode
+  compiled and the model cache filled once first, as an installed package has them);
 - browser (cross-origin isolated, 2 threads): 40 (quick: 15) tutorial/howto pages ingested by the
   bridge beside the worker's own embedding rate on the same passages (`embed`, 128 a request),
   the page's long tasks meanwhile, then the first question after a reload (the knowledge base
@@ -28,12 +29,14 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from array import array
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -249,16 +252,54 @@ async def scaling(texts: list[str], sizes: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-def open_times(db: Path, runs: int) -> dict[str, Any]:
-    cmd = [PY, "-m", "wasmagent", "ask", "--kb", str(db), "--json", QUESTION]
-    subprocess.run(cmd, capture_output=True, env=_env(), check=True)  # bytecode, model cache
+def open_times(db: Path, runs: int, name: str = "default") -> dict[str, Any]:
+    """`ask` wall time including process start, on a copy of `db` (an ask records history in
+    the file, and the first opening of an earlier layout saves it anew: the copy keeps the
+    cached knowledge base as it was). A first, untimed run compiles bytecode, fills the model
+    cache and does any such upgrade, as an installed package that has answered before."""
+    scratch = CACHE / f"open-{db.stem}.sqlite"
+    scratch.unlink(missing_ok=True)
+    # SQLite's backup, not a file copy: it includes what is still in the source's WAL.
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as source, \
+            closing(sqlite3.connect(scratch)) as target:
+        source.backup(target)
+    cmd = [PY, "-m", "wasmagent", "ask", "--kb", str(scratch), "--name", name, "--json", QUESTION]
+    subprocess.run(cmd, capture_output=True, env=_env(), check=True)
     walls, works = [], []
+    load = os.getloadavg()[0]
     for _ in range(runs):
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True)
         walls.append(1000 * (time.perf_counter() - started))
         works.append(json.loads(proc.stdout)["timings_ms"]["total"])
-    return {"cli_wall_ms": summary(walls), "answer_total_ms": summary(works)}
+    for leftover in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm")):
+        leftover.unlink(missing_ok=True)
+    return {"cli_wall_ms": summary(walls), "answer_total_ms": summary(works),
+            "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+
+
+def opening(db: Path, passages: int, quick: bool, runs: int) -> dict[str, Any]:
+    """Opening times on the knowledge base this section built and, in a quick run (which built
+    the 60-page sample only), also on the whole corpus' when the quality section has it cached."""
+    import e2e
+
+    out = {"built": {"passages": passages, **open_times(db, runs)}}
+    whole = e2e.kb_cache(False)
+    if quick and whole.exists():
+        kb = _arun(_kb_size(whole, quality.KB))
+        out["whole"] = {"passages": kb, **open_times(whole, runs, quality.KB)}
+    return out
+
+
+async def _kb_size(db: Path, name: str) -> int:
+    from wasmagent.hosts.sql import SqliteStore
+
+    store = SqliteStore(db)
+    try:
+        raw = await store.get(f"kb/{name}/meta")
+        return int(json.loads(raw)["chunks"]) if raw is not None else 0
+    finally:
+        store.close()
 
 
 BROWSER_JS = """async ([docs, texts]) => {
@@ -338,7 +379,7 @@ def run(ctx: Any) -> dict[str, Any]:
         "sentence_transformers": sentence_transformers(texts),
         "scaling": _arun(scaling(texts, (1_000, 10_000) if ctx.quick
                                        else (1_000, 10_000, 50_000))),
-        "open": {"passages": native["passages"], **open_times(db, ctx.repeats(20, 5))},
+        "open": opening(db, native["passages"], ctx.quick, 20),
         "browser": browser_side(ctx.browser, ctx.repeats(40, 15)),
     }
     return result
@@ -370,13 +411,10 @@ def render(section: dict[str, Any]) -> list[str]:
               "| passages | s | ms per passage | vs 1k |", "|---|---|---|---|"]
     lines += [f"| {r['passages']} | {r['seconds']} | {r['ms_per_passage']} | {r['vs_first']}× |"
               for r in section["scaling"].values()]
-    o = section["open"]
-    met = "met" if o["cli_wall_ms"]["median"] <= 300 else "not met"
-    lines += ["", f"Opening: `python -m wasmagent ask --kb` on {o['passages']} passages, "
-              f"wall time including process start: {o['cli_wall_ms']['median']:.0f} ms "
-              f"(min {o['cli_wall_ms']['min']:.0f}, max {o['cli_wall_ms']['max']:.0f}, "
-              f"n={o['cli_wall_ms']['n']}; goal ≤ 300 ms: {met}); the answer's own `total`: "
-              f"{o['answer_total_ms']['median']:.0f} ms.", ""]
+    opened = section["open"]
+    # Results saved before the opening was measured on more than one knowledge base.
+    rows = [opened] if "cli_wall_ms" in opened else list(opened.values())
+    lines += [""] + [_open_line(o) for o in rows] + [""]
     b = section["browser"]
     lines += [f"Browser ({b['threads']} threads, cross-origin isolated): {b['pages']} pages, "
               f"{b['passages']} passages ingested at **{b['passages_per_s']} passages/s** "
@@ -388,6 +426,18 @@ def render(section: dict[str, Any]) -> list[str]:
               f"knowledge base read from IndexedDB: {b['first_ask_after_reload_ms']} ms "
               "(goal ≤ 500 ms).", ""]
     return lines
+
+
+def _open_line(o: dict[str, Any]) -> str:
+    wall = o["cli_wall_ms"]
+    met = "met" if wall["median"] <= 300 else "not met"
+    load = ""
+    if "load_avg_1min" in o:
+        load = f"; 1-minute load average {o['load_avg_1min'][0]}–{o['load_avg_1min'][1]} on 2 cores"
+    return (f"Opening: `python -m wasmagent ask --kb` on {o['passages']} passages, wall time "
+            f"including process start: {wall['median']:.0f} ms (min {wall['min']:.0f}, max "
+            f"{wall['max']:.0f}, n={wall['n']}{load}; goal ≤ 300 ms: {met}); the answer's own "
+            f"`total`: {o['answer_total_ms']['median']:.0f} ms.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`wasmagent ingest` on bad input, run as a subprocess: missing paths, knowledge base files
 that cannot be opened, binary files, UTF-16 and BOMs, and large files (bounded memory,
-progress lines, commits as it goes)."""
+progress lines, commits as it goes); a knowledge base file opens with one bulk read."""
 
 from __future__ import annotations
 
@@ -116,6 +116,9 @@ def test_binary_files_are_skipped_and_utf16_and_boms_are_decoded(tmp_path: Path)
     answer = json.loads(out.stdout)
     assert answer["citations"][0]["source"] == "le.txt"
     assert "nine o'clock" in answer["answer"]
+    # The process ends without the interpreter's teardown (`cli.run`), after closing the file
+    # itself: SQLite folded its write-ahead log back in (the ask recorded history) and removed it.
+    assert not Path(f"{db}-wal").exists()
 
 
 def test_an_explicit_file_of_an_unsupported_type_is_reported(tmp_path: Path) -> None:
@@ -206,3 +209,41 @@ def test_a_large_file_streams_in_bounded_memory_with_progress_and_commits_as_it_
           f"{large_peak // 1024} MB (12 MB file)")
     assert growth_mb < 60, (small_peak, large_peak)
     assert os.path.getsize(large) > 3 * cli_commands.BATCH_CHARS
+
+
+def test_a_sqlite_knowledge_base_opens_with_one_bulk_read(tmp_path: Path) -> None:
+    from wasmagent.knowledge.library import Library
+    from wasmagent.protocol import DocumentIn
+
+    async def run() -> None:
+        store = SqliteStore(tmp_path / "kb.sqlite")
+        try:
+            await store.put("a", b"1")
+            await store.put("c", b"3")
+            assert await store.get_many(["c", "b", "a"]) == [b"3", None, b"1"]
+            docs = [DocumentIn(f"p{i}.md", f"# Page {i}\n\nZebra {i} eats hay and grass. " * 5,
+                               "markdown") for i in range(30)]
+            await Library(store, None, None).ingest("kb", docs)
+            gets: list[str] = []
+            many: list[int] = []
+            plain_get, plain_many = store.get, store.get_many
+
+            async def get(key: str) -> bytes | None:
+                gets.append(key)
+                return await plain_get(key)
+
+            async def get_many(keys: list[str]) -> list[bytes | None]:
+                many.append(len(keys))
+                return await plain_many(keys)
+
+            store.get, store.get_many = get, get_many  # type: ignore[method-assign]
+            kb = await KnowledgeBase.load(store, "kb", None)
+            assert kb is not None
+            assert len(kb) == 30
+            assert gets == ["kb/kb/meta"]  # the meta, then the rest in one call
+            assert len(many) == 1
+            assert kb.chunks[kb.lexical.search("zebra 7", 1)[0][0]].source == "p7.md"
+        finally:
+            store.close()
+
+    asyncio.run(run())

@@ -1,7 +1,9 @@
 """Opening a saved knowledge base (issue 19): what a reopened one answers is what the one that
 ingested answered, whether it was saved packed (BM25 postings and chunks decoded on demand) or
-by an earlier version (JSON index, sources in the meta; upgraded when first opened); documents added after reopening are
-found too; progress counts passages with a total and a time left. Runs in Pyodide too."""
+by an earlier version (JSON index, sources in the meta, or the previous binary index; upgraded
+when first opened); packed BM25 terms are found by bisecting their UTF-8 bytes; documents added
+after reopening are found too; progress counts passages with a total and a time left. Runs in
+Pyodide too."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 import zlib
 from array import array
 from collections.abc import Mapping
+
+import pytest
 
 from wasmagent.inference.embedder import Embedder
 from wasmagent.knowledge.kb import KnowledgeBase
@@ -149,6 +153,66 @@ async def test_an_index_saved_packed_round_trips_and_still_takes_documents() -> 
     index.remove(1)
     assert packed.search("file", 5) == index.search("file", 5)
     assert dict(packed.postings.items()) == index.postings
+
+
+def _v2_blob(index: BM25Index) -> bytes:
+    """The index as the previous version stored it: a JSON header, then the arrays."""
+    from wasmagent.knowledge.packed import MAGIC_V2, le_bytes
+
+    terms = list(index.postings)
+    docs, tfs = array("i"), array("i")
+    for term in terms:
+        docs.extend(index.postings[term].keys())
+        tfs.extend(index.postings[term].values())
+    header = json.dumps({"terms": terms, "counts": [len(index.postings[t]) for t in terms],
+                         "docs": len(index.lengths)}).encode()
+    return b"".join([MAGIC_V2, len(header).to_bytes(4, "little"), header,
+                     le_bytes(array("i", index.lengths.keys())),
+                     le_bytes(array("i", index.lengths.values())), le_bytes(docs), le_bytes(tfs)])
+
+
+async def test_an_index_saved_in_the_previous_binary_form_opens_and_is_resaved() -> None:
+    from wasmagent.knowledge.packed import MAGIC, decode_lexical
+
+    store = MemoryStore()
+    writer = _library(store)
+    await writer.ingest("kb", _docs(30))
+    before = await _answers(writer)
+    kb = await writer.get("kb")
+    store.data["kb/kb/lexical"] = _v2_blob(decode_lexical(store.data["kb/kb/lexical"]))
+    reader = _library(store)
+    assert await _answers(reader) == before
+    assert store.data["kb/kb/lexical"].startswith(MAGIC)  # upgraded once opened
+    again = _library(store)
+    assert (await again.get("kb")).lazily_loaded
+    assert await _answers(again) == before
+    assert (await again.get("kb")).lexical.postings == kb.lexical.postings
+
+
+async def test_packed_terms_are_found_by_their_bytes_and_save_again_unchanged() -> None:
+    from wasmagent.knowledge.packed import LazyPostings, decode_lexical, encode_lexical
+
+    index = BM25Index()
+    texts = ["zebra café naïve", "ábaco zebra", "日本語 text", "a b c", "zz zzz", "café café"]
+    for n, text in enumerate(texts):
+        index.add(n, text)
+    blob = encode_lexical(index)
+    packed = decode_lexical(blob).postings
+    assert isinstance(packed, LazyPostings)
+    for term in [*index.postings, "", "aaa", "zzzz", "caf", "cafés", "\U0010ffff"]:
+        assert (term in packed) == (term in index.postings), term
+        assert packed.get(term) == index.postings.get(term), term
+    assert packed.packed == 0
+    # Saving an index only partly decoded (and added to) gives what saving it whole would.
+    partial = decode_lexical(blob)
+    whole = decode_lexical(blob)
+    partial.postings.get("zebra")
+    for one in (partial, whole, index):
+        one.add(len(texts), "zebra crossing 日本語")
+    whole.postings.materialize()
+    assert encode_lexical(partial) == encode_lexical(whole) == encode_lexical(index)
+    with pytest.raises(ValueError, match="truncated"):
+        decode_lexical(blob[:-3])
 
 
 class StepClock:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
 # What a shell reports for a command whose reader went away (128 + SIGPIPE), as for `yes | head`.
@@ -35,6 +37,15 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _one_shot() -> None:
+    """Set up a process that does one command and exits (not `serve` or `server`): numpy's
+    BLAS gets no thread pool. Its one product here (a question against every passage vector)
+    takes a few ms on one thread, while the pool's threads, spinning as they start and stop,
+    cost ~100 ms of CPU per process (measured: `import numpy, onnxruntime` 224 -> 118 ms of
+    CPU), which on 2 busy cores was 70-100 ms of wall time. The caller's own setting wins."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -161,20 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="print MiniLM sentence embeddings as JSON")
     embed.add_argument("texts", nargs="+")
-    embed.set_defaults(func=_embed)
+    embed.set_defaults(func=_embed, one_shot=True)
 
     ingest = commands.add_parser("ingest", help="add documents (files or folders) to a KB file")
     ingest.add_argument("paths", nargs="+", type=Path)
     ingest.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
     ingest.add_argument("--name", default="default", help="the knowledge base inside the file")
-    ingest.set_defaults(func=_ingest)
+    ingest.set_defaults(func=_ingest, one_shot=True)
 
     export = commands.add_parser(
         "export", help="write a KB as dist/kb/<name>.kv, for the browser app and the widget")
     export.add_argument("--kb", type=Path, required=True, help="the SQLite knowledge base file")
     export.add_argument("--name", default="default", help="the knowledge base inside the file")
     export.add_argument("--out", type=Path, required=True, help="the .kv file to write")
-    export.set_defaults(func=_export)
+    export.set_defaults(func=_export, one_shot=True)
 
     ask = commands.add_parser("ask", help="answer a question from a KB file, with citations")
     ask.add_argument("question")
@@ -182,14 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--name", default=None, help="the knowledge base inside the file")
     ask.add_argument("--top-k", type=int, default=5)
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
-    ask.set_defaults(func=_ask)
+    ask.set_defaults(func=_ask, one_shot=True)
     _add_server(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv)[0]
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """The exit status, and whether the command was a one-shot one (see `_one_shot`)."""
+    one_shot = False
     try:
         args = build_parser().parse_args(argv)
+        one_shot = bool(getattr(args, "one_shot", False))
+        if one_shot:
+            _one_shot()
         result: int = args.func(args)
         # Flush here, not at interpreter exit, so that a reader that left shows up below.
         sys.stdout.flush()
@@ -201,5 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return EXIT_BROKEN_PIPE
-    return result
+        return EXIT_BROKEN_PIPE, one_shot
+    return result, one_shot
+
+
+def run() -> NoReturn:
+    """`main` as a program (`python -m wasmagent`): exits with its status. After a one-shot
+    command, which has closed what it opened and written its output, the process ends without
+    the interpreter's teardown (`os._exit`): freeing onnxruntime's sessions, numpy and some 600
+    modules took 120-190 ms of every `ask` on 2 busy cores, longer than answering."""
+    code, one_shot = _main(None)
+    if not one_shot:
+        raise SystemExit(code)
+    logging.shutdown()  # flush any log handlers, as the teardown would have
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 import os
 import re
@@ -38,6 +39,21 @@ READ_BLOCK = MB
 SNIFF_BYTES = 8192
 PROGRESS_S = 2.0
 INDEX_EVERY_S = 60.0
+
+
+async def _close(service: Service) -> None:
+    """Close the service and what its native host opened (the KB file, the model sessions):
+    a one-shot command ends its process without the interpreter's teardown (`cli.run`), so
+    nothing may be left for that teardown to close."""
+    from .native import OnnxInference
+    from .sql import SqliteStore
+
+    await service.aclose()
+    host = service.host
+    if isinstance(host.store, SqliteStore):
+        await host.store.aclose()
+    if isinstance(host.inference, OnnxInference):
+        host.inference.close()
 
 
 def _service(store: str | Path) -> Service:
@@ -171,7 +187,7 @@ async def embed(texts: Sequence[str]) -> int:
         print()
         return 0
     finally:
-        await service.aclose()
+        await _close(service)
 
 
 def _store_problem(kb_file: Path) -> str | None:
@@ -237,7 +253,7 @@ async def ingest(paths: Sequence[Path], kb_file: Path, kb: str = DEFAULT_KB) -> 
         print(f"error: {exc.message} ({exc.code.value})", file=sys.stderr)
         return 1
     finally:
-        await service.aclose()
+        await _close(service)
     if reading.files == 0 and not skipped:
         print(f"warning: found no {' '.join(sorted(SUFFIXES))} files", file=sys.stderr)
     progress.show(force=True)
@@ -326,12 +342,23 @@ async def ask(question: str, kb_file: Path, *, kb: str | None = None, as_json: b
         return 2
     agent = service.connect(lambda event: events.append(event.to_wire()))
     service.start()
+    # Open the knowledge base while the model sessions are still being created and the
+    # question is routed: the retrieval step then finds it open (one load, under the library's
+    # lock). A failure here is left to the retrieval step to report.
+    opening = asyncio.get_running_loop().create_task(_open_kb(service, kb or DEFAULT_KB))
     try:
         agent.submit(Ask("cli", question, kb=kb or None, top_k=top_k).to_wire())
         await agent.drain()
     finally:
-        await service.aclose()
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        await _close(service)
     return _print_answer(events, as_json)
+
+
+async def _open_kb(service: Service, name: str) -> None:
+    with contextlib.suppress(AgentError):
+        await service.library.fresh(name)
 
 
 def _print_answer(events: list[dict[str, Any]], as_json: bool) -> int:

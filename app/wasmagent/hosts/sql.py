@@ -54,6 +54,8 @@ holds it exclusively instead of one lock per key."""
 KEY_LOCKS_MAX = 64
 """Advisory locks live in PostgreSQL's shared lock table, which has room for only
 max_locks_per_transaction (64 by default) x max_connections entries in all."""
+MMAP_BYTES = 1 << 30
+"""How much of a SQLite file is read through a memory map (address space, not memory)."""
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
@@ -97,6 +99,9 @@ class SqliteStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Reads through a memory map skip a read() per page: opening a 17.5k-passage
+            # knowledge base (41 MB of blobs in ~10k overflow pages) read in 27 ms, not 46.
+            self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             _migrate_sqlite(self._db)
         except sqlite3.Error as exc:
             self._db.close()
@@ -124,6 +129,22 @@ class SqliteStore:
     async def get(self, key: str) -> bytes | None:
         rows = await self._do("SELECT value FROM kv WHERE key = ?", (key,))
         return bytes(rows[0][0]) if rows else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys`, in order (None where absent), read in one call on the store's
+        thread and one read transaction, so from one snapshot: opening a knowledge base reads
+        hundreds of keys, and a thread hop per key cost more than the reads."""
+        def run() -> list[bytes | None]:
+            self._db.execute("BEGIN")
+            try:
+                return [self._value(key) for key in keys]
+            finally:
+                self._db.execute("COMMIT")
+
+        try:
+            return await self._worker.call(run)
+        except sqlite3.Error as exc:
+            raise AgentError(ErrorCode.STORAGE, f"SQLite failed: {exc}") from None
 
     async def put(self, key: str, value: bytes) -> None:
         await self._do("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))

@@ -10,9 +10,10 @@ Storage layout in the `Store` (all under `kb/<name>/`):
 Each step commits the meta, so it stays small: per-source counts (thousands of documents) are
 saved with the BM25 index instead, else every step rewrote and compared them (quadratic).
 
-Opening reads every segment's bytes at once but decodes chunks a segment at a time when they
-are first read, hands all vectors to the vector space as one block, and leaves BM25 postings
-packed until a query needs them (`packed.py`): 17.5k passages open in tens of milliseconds.
+Opening reads every key it needs in one store call where the store can (`read_many`: SQLite
+reads them on its thread in one transaction), decodes chunks a segment at a time when they are
+first read, hands all vectors to the vector space as one array, and leaves BM25 postings packed
+until a query needs them (`packed.py`): 17.5k passages open in tens of milliseconds.
 A knowledge base saved before segment sizes were in its meta opens the slow way once (every
 chunk decoded, the JSON BM25 index of then parsed); `stage_upgrade` then saves it in this form.
 
@@ -40,7 +41,7 @@ import json
 from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .. import keyspace
 from ..errors import AgentError, ErrorCode
@@ -52,10 +53,12 @@ from ..runtime.context import uninterruptible
 from .packed import (
     ChunkList,
     LazyPostings,
+    concat_floats,
     decode_lexical,
     encode_lexical,
     from_le_bytes,
     le_bytes,
+    packed_lexical,
 )
 
 FORMAT = 1
@@ -247,35 +250,41 @@ class KnowledgeBase:
         self.stored_meta = raw
         self.dim = int(meta["dim"])
         segments = int(meta["segments"])
-        names = [f"{n:06d}" for n in range(segments)]
-        # All reads at once: IndexedDB serves them concurrently, SQLite back to back.
-        texts = await asyncio.gather(
-            *(_need(store, self._key("seg", seg, "chunks")) for seg in names))
-        rows = await asyncio.gather(
-            *(store.get(self._key("seg", seg, "vectors")) for seg in names))
         sizes = meta.get("sizes")
         packed = isinstance(sizes, list) and len(sizes) == segments
         self.outdated = not packed
+        self._lexical_segments = int(meta.get("lexical_segments", 0))
+        names = [f"{n:06d}" for n in range(segments)]
+        keys = [*(self._key("seg", seg, "chunks") for seg in names),
+                *(self._key("seg", seg, "vectors") for seg in names),
+                self._key("lexical"), self._key("sources")]
+        values = await read_many(store, keys)
+        texts, rows = values[:segments], values[segments:2 * segments]
+        saved, sources = values[-2:]
         for n in range(segments):
+            text = texts[n]
+            if text is None:
+                raise AgentError(ErrorCode.STORAGE, "stored knowledge base is incomplete: "
+                                 f"{keys[n]} missing")
             if packed:
-                self.chunks.add_packed(texts[n], int(sizes[n]))
+                self.chunks.add_packed(text, int(sizes[n]))
                 self._sizes.append(int(sizes[n]))
             else:  # saved before segment sizes were kept: decode to count
-                chunks = [Chunk(**c) for c in json.loads(texts[n])]
+                chunks = [Chunk(**c) for c in json.loads(text)]
                 self.chunks.extend(chunks)
                 self._sizes.append(len(chunks))
-        self._lexical_segments = int(meta.get("lexical_segments", 0))
-        await self._load_sources(store, packed)
+        self._load_sources(sources if packed else None)
         present = [r for r in rows if r is not None]
         if len(present) < len(rows):
             self._has_vectors = False
         elif present and self._vectors is not None:
-            await self._vectors.add(self.space, self.dim, from_le_bytes("f", b"".join(present)))
+            # One array for the whole space, filled with one copy per segment.
+            await self._vectors.add(self.space, self.dim, concat_floats(present))
         self._segments = segments
         self._has_vectors = self._has_vectors and bool(meta.get("vectors", True))
-        saved = await store.get(self._key("lexical")) if self._lexical_segments else None
-        self.lexical = decode_lexical(saved) if saved is not None else BM25Index()
-        self.outdated = self.outdated or not isinstance(self.lexical.postings, LazyPostings)
+        self.lexical = (decode_lexical(saved) if saved is not None and self._lexical_segments
+                        else BM25Index())
+        self.outdated = self.outdated or not packed_lexical(self.lexical)
         if len(self.lexical) > len(self.chunks):  # saved by a writer that committed after our read
             self.lexical = BM25Index()
         covered = len(self.lexical)
@@ -283,9 +292,8 @@ class KnowledgeBase:
             self.lexical.add(n, self.chunks[n].search_text)
         return self
 
-    async def _load_sources(self, store: Store, packed: bool) -> None:
+    def _load_sources(self, raw: bytes | None) -> None:
         """Chunks per source: saved with the index, counted for the segments after it."""
-        raw = await store.get(self._key("sources")) if packed else None
         saved = json.loads(raw) if raw is not None else {}
         first = 0
         # Not when saved by a writer that committed after our read of the meta.
@@ -316,4 +324,16 @@ async def _need(store: Store, key: str) -> bytes:
     return value
 
 
+@runtime_checkable
+class ReadsMany(Protocol):
+    """A store that reads many keys in one call (`SqliteStore.get_many`)."""
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+
+async def read_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """The values of `keys`, in order: in one call where the store can, else all at once
+    (IndexedDB serves concurrent reads together)."""
+    if isinstance(store, ReadsMany):
+        return await store.get_many(keys)
+    return list(await asyncio.gather(*(store.get(key) for key in keys)))
