@@ -82,7 +82,7 @@ class LlmWorker:
                     asked = Asked(request.id, request.text, passages, scores, turns,
                                   request.conversation, job.scope.tenant if job.scope else None)
                     outcome = await self._durable.run(asked, job.ctx, job.emit, shown=pieces)
-                    saved = True
+                    saved = outcome.saved
                 else:
                     outcome = await self._loop.run(request.id, request.text, passages,
                                                    job.ctx, job.emit, turns=turns, shown=pieces)

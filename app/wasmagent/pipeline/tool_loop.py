@@ -21,6 +21,9 @@ final answer. Pure over ports: the model is a `ToolLlm`, the tools a `ToolRegist
   record without the call's result never runs it again: the model (and the user, through
   `tool_result`, ok false) are told it was interrupted and its outcome is unknown. Other
   calls without a recorded result simply run again.
+- A run can start from a turn already taken (`open_turn`, then `run(first=...)`): most answers
+  call no tool, and those need no journal at all; a durable run begins only once the model
+  asks for a tool, with that first turn as its first step.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class LoopOutcome:
     tool_ms: float = 0.0
     finished: bool = True
     """False when the step limit ended the loop."""
+    saved: bool = False
+    """True when the run itself saved the turn in the history (a durable run does)."""
 
 
 class ToolLoop:
@@ -102,27 +107,46 @@ class ToolLoop:
     def max_steps(self) -> int:
         return self._max_steps
 
+    async def open_turn(self, request_id: str, question: str, passages: Sequence[PassageIn],
+                        ctx: Context, emit: Callable[[Event], None], *,
+                        turns: Sequence[Turn] = (), shown: list[str]
+                        ) -> tuple[dict[str, Any], float]:
+        """The loop's first model turn, streamed as `run` streams it, outside any journal:
+        the turn as a journal records it (`{"text", "calls"}`) and the model's ms. A turn
+        with calls continues as `run(first=turn, first_shown=True)`."""
+        started = self._clock.monotonic()
+        text, calls = await self._turn(_messages(question, passages, turns),
+                                       self._tools.describe(), ctx, request_id, emit, shown)
+        return self._recorded(text, calls), (self._clock.monotonic() - started) * 1000
+
     async def run(self, request_id: str, question: str, passages: Sequence[PassageIn],
                   ctx: Context, emit: Callable[[Event], None], *, turns: Sequence[Turn] = (),
-                  shown: list[str] | None = None, journal: Journal | None = None
+                  shown: list[str] | None = None, journal: Journal | None = None,
+                  first: Mapping[str, Any] | None = None, first_shown: bool = False
                   ) -> LoopOutcome:
         """`shown` collects every delta as it is emitted: a caller that handles a failure
         mid-loop still knows what the user has already read. With a `journal`, the loop is
-        durable (see the module docstring)."""
-        messages: list[dict[str, Any]] = list(build_messages(question, passages, turns))
-        messages[0] = {**messages[0], "content": messages[0]["content"] + TOOL_PROMPT}
+        durable (see the module docstring). `first`: the first turn, already taken
+        (`open_turn`), its text already in `shown` and streamed if `first_shown`."""
+        messages = _messages(question, passages, turns)
         specs = self._tools.describe()
         outcome = LoopOutcome("", 0)
         shown = [] if shown is None else shown
         while outcome.steps < self._max_steps:
             outcome.steps += 1
             started = self._clock.monotonic()
+            given = first if outcome.steps == 1 else None
             once: list[bool] = []
-            if journal is None:
-                text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
-            else:
+            if journal is not None:
                 text, calls, once = await self._journaled_turn(
-                    journal, outcome.steps, messages, specs, ctx, request_id, emit, shown)
+                    journal, outcome.steps, messages, specs, ctx, request_id, emit, shown,
+                    given=given, given_shown=first_shown)
+            elif given is not None:
+                text, calls, once = _from_record(given)
+                if not first_shown:
+                    _show(text, shown, emit, request_id)
+            else:
+                text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
             outcome.model_ms += (self._clock.monotonic() - started) * 1000
             if not calls:
                 outcome.text = "".join(shown)
@@ -167,29 +191,34 @@ class ToolLoop:
     async def _journaled_turn(self, journal: Journal, n: int,
                               messages: Sequence[Mapping[str, Any]], specs: Sequence[Any],
                               ctx: Context, request_id: str, emit: Callable[[Event], None],
-                              shown: list[str]
+                              shown: list[str], *, given: Mapping[str, Any] | None = None,
+                              given_shown: bool = False
                               ) -> tuple[str, list[ToolCallRequest], list[bool]]:
         """The turn's text and calls, each call with whether it must never run twice."""
         replayed = journal.replaying
         mark = len(shown)
 
-        async def turn() -> dict[str, Any]:
+        async def turn() -> Mapping[str, Any]:
+            if given is not None:
+                return given
             text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
-            # Whether each call may run twice is recorded with it: a resumed run must walk
-            # the same steps even if the tools were registered differently by then.
-            return {"text": text, "calls": [[c.id, c.name, c.arguments, self._once(c.name)]
-                                            for c in calls]}
+            return self._recorded(text, calls)
 
         # A turn that failed before showing anything may be asked again (a resumed run may
         # start before the model's link is up); once its text has streamed it is not: a
         # failed turn then ends the loop, as it does without a journal.
         done = await journal.step(f"turn {n}", turn, retry=lambda exc: len(shown) == mark)
-        text = str(done["text"])
-        if replayed and text:  # the answer must still read as the user would have seen it
-            shown.append(text)
-            emit(Delta(request_id, text))
-        calls = [ToolCallRequest(cid, name, args) for cid, name, args, _ in done["calls"]]
-        return text, calls, [bool(c[3]) for c in done["calls"]]
+        text, calls, once = _from_record(done)
+        # The answer must still read as the user would have seen it.
+        if replayed or (given is not None and not given_shown):
+            _show(text, shown, emit, request_id)
+        return text, calls, once
+
+    def _recorded(self, text: str, calls: Sequence[ToolCallRequest]) -> dict[str, Any]:
+        # Whether each call may run twice is recorded with it: a resumed run must walk the
+        # same steps even if the tools were registered differently by then.
+        return {"text": text, "calls": [[c.id, c.name, c.arguments, self._once(c.name)]
+                                        for c in calls]}
 
     def _once(self, name: str) -> bool:
         tool = self._tools.get(name)
@@ -224,6 +253,24 @@ class ToolLoop:
                 raise  # the request's own cancellation or deadline: the loop ends with it
             ok, text = False, f"error ({exc.code.value}): {exc.message}"
         return Step(call, ok, text, (self._clock.monotonic() - started) * 1000)
+
+
+def _messages(question: str, passages: Sequence[PassageIn], turns: Sequence[Turn]
+              ) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = list(build_messages(question, passages, turns))
+    messages[0] = {**messages[0], "content": messages[0]["content"] + TOOL_PROMPT}
+    return messages
+
+
+def _from_record(turn: Mapping[str, Any]) -> tuple[str, list[ToolCallRequest], list[bool]]:
+    calls = [ToolCallRequest(cid, name, args) for cid, name, args, _ in turn["calls"]]
+    return str(turn["text"]), calls, [bool(c[3]) for c in turn["calls"]]
+
+
+def _show(text: str, shown: list[str], emit: Callable[[Event], None], request_id: str) -> None:
+    if text:
+        shown.append(text)
+        emit(Delta(request_id, text))
 
 
 def _started(call: ToolCallRequest) -> Callable[[], Awaitable[Any]]:
