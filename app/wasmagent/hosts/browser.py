@@ -18,7 +18,7 @@ import asyncio
 import json
 import re
 from array import array
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -33,6 +33,7 @@ from ..agent import Agent
 from ..errors import AgentError, ErrorCode, UpstreamError
 from ..llm.choice import ChoiceLlm
 from ..llm.remote import RemoteLlm
+from ..llm.repetition import until_repeat
 from ..llm.wire import build_messages
 from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, Turn
 from ..protocol import Event, PassageIn, Result, ServerConnect, ToolsLoad, is_terminal
@@ -220,12 +221,13 @@ class WllamaLlm:
             handle = self._js.generate(json.dumps(messages), self._max_tokens)
         except JsException as exc:
             raise UpstreamError(str(exc), retryable=False) from None
-        async with aclosing(ctx.stream(_pieces(handle, ctx))) as pieces:
+        # A 135M model decoding greedily loops on one sentence: stop it at the first repeat.
+        async with aclosing(ctx.stream(until_repeat(_pieces(handle, ctx)))) as pieces:
             async for piece in pieces:
                 yield piece
 
 
-async def _pieces(handle: Any, ctx: Context) -> AsyncIterator[str]:
+async def _pieces(handle: Any, ctx: Context) -> AsyncGenerator[str, None]:
     try:
         while True:
             left = ctx.remaining()
