@@ -3,8 +3,13 @@
 Routes: `GET /healthz` (liveness), `GET /readyz` (model and store loaded, no pipeline stage
 stuck — see `runtime/watchdog.py` — and the store's kind: "sqlite" or "postgresql"), `GET /metrics`
 (Prometheus), `GET /v1/protocol.schema.json` (the wire schema), `POST /v1/ask` (one answer as
-Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), and FastAPI's OpenAPI docs at
-`/docs`. Every failure a client sees carries a protocol error code: HTTP errors are
+Server-Sent Events), `WS /v1/ws` (the browser protocol, exactly), `POST /v1/chat/completions`
+and `GET /v1/models` (OpenAI's Chat Completions API over the same agent; `openai_compat.py`),
+and FastAPI's OpenAPI docs at `/docs`. With `--grpc-port` the same process also serves the
+gRPC service `wasmagent.v1.Agent` (`grpc_api/`; its `.proto` is published as
+`dist/agent.proto`).
+
+Every failure a client sees carries a protocol error code: HTTP errors are
 `{"error": {"code", "message"}}` (`ErrorBody`) with a matching status — also an unknown route
 (404 `not_found`), a method a route does not take (405 `bad_message`, with `Allow`), a body
 that is not JSON or nests too deeply (400 `bad_json`), one that does not fit the route (400
