@@ -35,7 +35,7 @@ from wasmagent.retrieval.chunking import chunk_document
 from wasmagent.retrieval.extract import extract_sections
 from wasmagent.workflow import JobStatus, Run, Workflows
 
-from ..unit.test_workflow import Clock
+from ..support.clock import ManualClock
 
 KBS = ("alpha", "beta")
 DOCS = [DocumentIn(f"doc{i}.md", f"# Doc {i}\n\n" + "\n\n".join(
@@ -94,7 +94,7 @@ class DyingStore:
 class Process:
     """What one agent process holds in memory: its library and its job runner."""
 
-    def __init__(self, store: DyingStore, clock: Clock) -> None:
+    def __init__(self, store: DyingStore, clock: ManualClock) -> None:
         self.library = Library(store, None, None, clock=clock, refresh_s=0.0)
         self.jobs = Workflows(store, clock, lease_s=5.0,
                               retry=RetryPolicy(attempts=3, base_s=0.001, cap_s=0.001))
@@ -120,7 +120,7 @@ def machine(open_backend: Any) -> type[RuleBasedStateMachine]:  # noqa: C901 - o
             self.loop = asyncio.new_event_loop()
             self.backend: Store = self.loop.run_until_complete(open_backend())
             self.store = DyingStore(self.backend)
-            self.clock = Clock()
+            self.clock = ManualClock()
             self.process = Process(self.store, self.clock)
             self.model: dict[str, set[int]] = {}
             self.reports: dict[str, tuple[int, int]] = {}

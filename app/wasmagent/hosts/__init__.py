@@ -2,7 +2,7 @@
 
 - `browser.py` runs inside Pyodide (onnxruntime-web, IndexedDB, the server link, the local
   model — all through JS);
-- `native.py` runs on CPython (onnxruntime, numpy, httpx), with a store from `sql.py` (SQLite
+- `native.py` runs on CPython (onnxruntime, numpy, aiohttp), with a store from `sql.py` (SQLite
   or PostgreSQL);
 - `server/` is the optional agent server (FastAPI/uvicorn: WebSocket, SSE, the OpenAI-compatible
   API, gRPC, the static app server) on the native host;

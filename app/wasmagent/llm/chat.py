@@ -1,6 +1,6 @@
 """`OpenAIChat`: streamed answers from any OpenAI-compatible Chat Completions endpoint.
 
-Works over the host's `HttpStream` port (natively one pooled `httpx.AsyncClient`). A call
+Works over the host's `HttpStream` port (natively one pooled `aiohttp.ClientSession`). A call
 retries only while nothing has been streamed yet — once text reached the user, a retry would
 repeat or contradict it, so a mid-stream break is reported (`upstream_failed`) instead. Every
 failure counts against the circuit breaker; its `open` state fails calls at once with

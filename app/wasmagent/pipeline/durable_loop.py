@@ -2,8 +2,9 @@
 
 On a host with a durable `Store`, `DurableLoops.run` asks the model's first turn as any answer
 does; most answers call no tool and end there, with no journal (a job would cost four store
-commits per answer, on a server that answers hundreds a second). A first turn that asks for tools makes the rest of the tool loop (`tool_loop.py`) a workflow job
-of kind `answer` (`workflow/`), titled with the question, with that turn as its first step:
+commits per answer, on a server that answers hundreds a second). A first turn that asks for
+tools makes the rest of the tool loop (`tool_loop.py`) a workflow job of kind `answer`
+(`workflow/`), titled with the question, with that turn as its first step:
 
 - Every model turn (its text and tool calls) and every tool call's result is a journaled
   step. A resumed run replays them: completed calls never run again; a call of a tool

@@ -41,7 +41,7 @@ from ...llm.resilience import CircuitBreaker
 from ...protocol import Ask, AskMode, json_schema, limits
 from ...service import Service
 from ...telemetry import Telemetry
-from ..native import HttpxStream, native_host
+from ..native import AiohttpStream, native_host
 from ..sql import SqlStore, open_store, redact_url
 from . import openai_compat
 from .config import ServerConfig
@@ -124,7 +124,7 @@ async def _start(config: ServerConfig, store: SqlStore) -> ServerState:
     telemetry = Telemetry(clock=host.clock, writer=write_stderr)
     llm = None
     if config.llm is not None:
-        assert isinstance(host.http, HttpxStream)
+        assert isinstance(host.http, AiohttpStream)
         breaker = CircuitBreaker(host.clock, config.llm_breaker_threshold,
                                  config.llm_breaker_reset_s)
         llm = OpenAIChat(host.http, config.llm, host.clock, breaker=breaker,
@@ -167,7 +167,7 @@ def _lifespan(config: ServerConfig, holder: dict[str, ServerState]
                 await rpc.stop()
             state = holder.pop("state")
             await state.service.aclose()
-            if isinstance(state.service.host.http, HttpxStream):
+            if isinstance(state.service.host.http, AiohttpStream):
                 await state.service.host.http.aclose()
         finally:
             await store.aclose()

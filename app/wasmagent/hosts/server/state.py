@@ -95,7 +95,6 @@ def setup_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # Python warnings become JSON lines too, not raw stderr text
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream call is noise
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
