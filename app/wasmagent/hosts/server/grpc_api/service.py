@@ -196,8 +196,23 @@ async def _pump(context: Context, call: Call, stream: bool) -> None:
     """Write (or, unary, just wait for) the call's events up to the terminal one."""
     while messages := await call.events.take():
         if stream:
-            for message in messages:
+            for message in coalesced(messages):
                 await context.write(message)
+
+
+def coalesced(messages: list[pb.Event]) -> list[pb.Event]:
+    """`messages` with each run of adjacent `delta`s written as one (their texts joined).
+
+    A gRPC message costs the server ~0.1 ms of CPU whatever its size; deltas pile up only
+    when the writer is behind, so under load an answer takes fewer writes and the server
+    catches up instead of falling further behind. Clients concatenate deltas either way."""
+    out: list[pb.Event] = []
+    for message in messages:
+        if out and message.HasField("delta") and out[-1].HasField("delta"):
+            out[-1].delta.text += message.delta.text
+        else:
+            out.append(message)
+    return out
 
 
 async def _abort(context: Context, code: ErrorCode, message: str,
@@ -220,4 +235,4 @@ def register(server: grpc.aio.Server, state: ServerState) -> AgentService:
     return service
 
 
-__all__ = ["AgentService", "Call", "register"]
+__all__ = ["AgentService", "Call", "coalesced", "register"]
