@@ -257,3 +257,43 @@ def test_stream_pieces_rejoin_to_the_text() -> None:
     assert len(pieces) > 5
     assert "".join(pieces) == text
     assert split_stream("") == []
+
+
+class _Sure:
+    """An intent head that is sure every question is out of scope (as it is of some how-tos)."""
+
+    async def classify(self, embedding: Any) -> Any:
+        from wasmagent.inference.intent import IntentResult
+
+        return IntentResult("out_of_scope", 0.9, {"out_of_scope": 0.9})
+
+
+class _Embedder:
+    async def embed_one(self, text: str, ctx: Any = None) -> list[float]:
+        return [0.0]
+
+
+def _job(text: str) -> Job:
+    from wasmagent.runtime.context import Context
+
+    loop = asyncio.get_running_loop()
+    return Job(Ask("q", text), Context("q"), lambda e: None, loop.create_future(), 0.0)
+
+
+async def test_a_sure_intent_guess_only_stands_in_when_the_documents_have_no_sure_answer(
+) -> None:
+    from wasmagent.pipeline.workers import RetrievalWorker
+
+    router = Router(parse_tool=_parse_tool, embedder=_Embedder(),  # type: ignore[arg-type]
+                    intent=_Sure())  # type: ignore[arg-type]
+    job = _job("how do I make a unique id?")
+    await router.route(job)
+    assert job.route is Route.RETRIEVE, "retrieval still gets the question"
+    assert job.canned is not None
+    # No knowledge base at all: nothing sure to say, so the canned reply (marked unsure).
+    from wasmagent.knowledge.library import Library
+
+    worker = RetrievalWorker(Library(ports.MemoryStore(), None, None), "default")
+    reply = await worker(job)
+    assert (reply.route, reply.confident) == (Route.CANNED, False)
+    assert reply.text == job.canned

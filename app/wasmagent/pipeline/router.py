@@ -5,7 +5,8 @@ Rules run first because they are exact and free: a recognised tool request ("wha
 question is embedded once (the retrieval worker reuses that vector) and the intent head decides
 between retrieval and a canned reply (smalltalk, out of scope, a tool request no rule parsed).
 Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
-"I don't know" from the knowledge base is better than a canned brush-off.
+"I don't know" from the knowledge base is better than a canned brush-off; and even when the head
+is sure, a knowledge base that answers confidently wins over its canned reply.
 """
 
 from __future__ import annotations
@@ -108,10 +109,14 @@ class Router:
         if self._embedder is not None:
             job.embedding = await self._embedder.embed_one(text, ctx=job.ctx)
         job.route = Route.RETRIEVE
-        if self._intent is None or job.embedding is None:
-            return
+        if self._intent is not None and job.embedding is not None:
+            await self._by_intent(job, self._intent, job.embedding)
+
+    async def _by_intent(self, job: Job, intent: IntentClassifier, embedding: Any) -> None:
+        """What the intent head makes of a question no rule caught (it stays with retrieval
+        unless the head is sure)."""
         try:
-            result = await self._intent.classify(job.embedding)
+            result = await intent.classify(embedding)
         except AgentError as exc:
             # The intent head is an optimisation of routing, not a requirement: without it
             # every question goes to retrieval, which still answers honestly.
@@ -124,5 +129,12 @@ class Router:
             # (the canned "here is what I can compute" reply is for hosts without one).
             return
         threshold = INTENT_THRESHOLD.get(result.label)
-        if threshold is not None and result.confidence >= threshold:
-            job.route, job.canned = Route.CANNED, CANNED[result.label]
+        if threshold is None or result.confidence < threshold:
+            return
+        job.canned = CANNED[result.label]
+        if chosen is not None:
+            job.route = Route.CANNED
+        # Otherwise the canned reply is retrieval's fallback: the intent head is sure of
+        # documentation questions it has never seen far too often (how-to questions as out of
+        # scope at 0.85), so the knowledge base answers when it is sure, and the canned reply
+        # comes only when it is not (RetrievalWorker).

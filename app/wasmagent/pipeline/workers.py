@@ -46,9 +46,13 @@ class RetrievalWorker:
 
     async def __call__(self, job: Job) -> Reply:
         hits = await search(self._library, self._default, job)
-        if hits is None:
+        answer = None if hits is None else compose_answer(job.request.text, hits)
+        if job.canned is not None and (answer is None or not answer.confident):
+            # The intent head's canned reply, kept for when the documents have no sure answer.
+            return Reply(job.canned, Route.CANNED, confident=False,
+                         detail={"intent": job.intent or "rule"})
+        if hits is None or answer is None:
             return Reply(NO_KNOWLEDGE, Route.RETRIEVE, confident=False)
-        answer = compose_answer(job.request.text, hits)
         return Reply(answer.text, Route.RETRIEVE, source_refs(answer.citations),
                      answer.confident, {"kb": job.request.kb or self._default, "hits": len(hits)})
 
