@@ -22,7 +22,15 @@ from ..protocol import PassageIn
 from ..runtime.context import Context
 from ..telemetry import Log, fallback_log
 from .resilience import CircuitBreaker, RetryPolicy
-from .wire import DONE, SseDecoder, ToolCalls, build_messages, chat_body, chunk_parts
+from .wire import (
+    DONE,
+    SseDecoder,
+    ToolCalls,
+    build_messages,
+    chat_body,
+    chunk_parts,
+    text_parts,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +76,19 @@ class OpenAIChat:
         return {"model": self.config.model, "breaker": self.breaker.state,
                 "retries": self.retries, "trips": self.breaker.trips}
 
-    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
-                     turns: Sequence[Turn] = (), conversation: str | None = None
-                     ) -> AsyncIterator[str]:
+    def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+               turns: Sequence[Turn] = (), conversation: str | None = None
+               ) -> AsyncIterator[str]:
         body = chat_body(self.config.model, build_messages(question, passages, turns),
                          max_tokens=self.config.max_tokens)
-        async with aclosing(self._call(body, ctx)) as parts:
-            async for part in parts:
-                if isinstance(part, str):
-                    yield part
+        return text_parts(self._call(body, ctx))
 
-    async def chat(self, messages: Sequence[Mapping[str, Any]],
-                   tools: Sequence[Mapping[str, Any]], ctx: Context
-                   ) -> AsyncIterator[str | ToolCallRequest]:
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
+             ctx: Context) -> AsyncIterator[str | ToolCallRequest]:
         """One model turn offered `tools`: its text as it streams, then its tool calls."""
         body = chat_body(self.config.model, messages, max_tokens=self.config.max_tokens,
                          tools=tools)
-        async with aclosing(self._call(body, ctx)) as parts:
-            async for part in parts:
-                yield part
+        return self._call(body, ctx)
 
     async def _call(self, body: bytes, ctx: Context
                     ) -> AsyncGenerator[str | ToolCallRequest, None]:

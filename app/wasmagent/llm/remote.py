@@ -20,6 +20,7 @@ from ..errors import UpstreamError
 from ..ports import Link, ToolCallRequest, Turn
 from ..protocol import Ask, LlmChat, PassageIn
 from ..runtime.context import Context
+from .wire import text_parts
 
 __all__ = ["Link", "RemoteLlm"]
 
@@ -40,27 +41,21 @@ class RemoteLlm:
         state = getattr(self._link, "state", None)
         return dict(state()) if callable(state) else {"connected": self._link.connected()}
 
-    async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
-                     turns: Sequence[Turn] = (), conversation: str | None = None
-                     ) -> AsyncIterator[str]:
+    def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
+               turns: Sequence[Turn] = (), conversation: str | None = None
+               ) -> AsyncIterator[str]:
         # The server keeps the conversation's turns itself: its id is enough.
         message = Ask(self._id(ctx), question, mode="llm", passages=list(passages),
                       conversation=conversation)
-        async with aclosing(self._parts(message, ctx)) as parts:
-            async for part in parts:
-                if isinstance(part, str):
-                    yield part
+        return text_parts(self._parts(message, ctx))
 
-    async def chat(self, messages: Sequence[Mapping[str, Any]],
-                   tools: Sequence[Mapping[str, Any]], ctx: Context
-                   ) -> AsyncIterator[str | ToolCallRequest]:
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
+             ctx: Context) -> AsyncIterator[str | ToolCallRequest]:
         """One turn of the server's model, offered this browser's tools (`llm.chat`): the
         tools run here, never on the server."""
         message = LlmChat(self._id(ctx), [dict(m) for m in messages],
                           [dict(t) for t in tools] or None)
-        async with aclosing(self._parts(message, ctx)) as parts:
-            async for part in parts:
-                yield part
+        return self._parts(message, ctx)
 
     def _id(self, ctx: Context) -> str:
         return f"{ctx.request_id[:100]}~{next(self._ids)}"

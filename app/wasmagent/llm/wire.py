@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any, Final
 
 from ..errors import UpstreamError
@@ -162,3 +163,12 @@ def chunk_text(payload: str) -> str | None:
     """The delta text in one streamed payload; raises `UpstreamError` on a malformed or error
     payload (an upstream that reports an error inside the stream)."""
     return chunk_parts(payload, ToolCalls())
+
+
+async def text_parts(parts: AsyncGenerator[str | ToolCallRequest, None]) -> AsyncIterator[str]:
+    """The text of a model turn's parts (an answer offered no tools has only text); closing
+    this closes `parts`, which ends the model's stream."""
+    async with aclosing(parts) as source:
+        async for part in source:
+            if isinstance(part, str):
+                yield part
