@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.clock import ManualClock
+from tests.support.models import ChatModel
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.llm.resilience import RetryPolicy
 from wasmagent.pipeline.durable_loop import KIND, Asked, DurableLoops
@@ -91,7 +92,7 @@ class Shop:
             return f"charged {cents} cents"
 
 
-class Clerk:
+class Clerk(ChatModel):
     """A model with no memory of its own, as a resumed run meets it: it asks for both tools
     until it has their results, then answers with what they said."""
 
@@ -100,15 +101,6 @@ class Clerk:
     def __init__(self) -> None:
         self.turns = 0
         self.told: list[str] = []
-
-    def available(self) -> bool:
-        return True
-
-    def details(self) -> dict[str, Any]:
-        return {}
-
-    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
-        raise AssertionError("the loop uses chat()")
 
     async def chat(self, messages: Sequence[Mapping[str, Any]],
                    tools: Sequence[Mapping[str, Any]], ctx: Context
@@ -210,7 +202,7 @@ class Talker(Clerk):
 
 
 async def test_an_answer_that_calls_no_tool_costs_the_store_nothing() -> None:
-    # A job per answer was 4 commits: 4x the server's CPU per answer under load.
+    # A job per answer would be 4 store commits on every answer, tools or not.
     store, clock, shop = CrashingStore(), ManualClock(), Shop()
     engine = _engine(store, clock)
     shown: list[str] = []
@@ -301,9 +293,11 @@ async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
     await second.aclose()
 
 
-async def test_an_interrupted_non_idempotent_call_is_told_to_the_model_as_interrupted() -> None:
-    store, clock, shop = CrashingStore(), ManualClock(), Shop()
-    store.crash_at = 5  # charge ran, then the process died recording its result
+async def _dies_live(store: CrashingStore, clock: ManualClock, shop: Shop, commit: int, *,
+                     after_write: bool = False) -> None:
+    """A live run whose process dies at `commit` (its request gets the error), then the dead
+    owner's lease lapses: what the next process finds."""
+    store.crash_at, store.after_write = commit, after_write
     first = _engine(store, clock)
     live = asyncio.ensure_future(_loops(first, Clerk(), shop, clock).run(
         _asked(), Context("r1"), lambda e: None, shown=[]))
@@ -313,6 +307,11 @@ async def test_an_interrupted_non_idempotent_call_is_told_to_the_model_as_interr
     await first.aclose()
     store.crash_at = None
     clock.now += 10
+
+
+async def test_an_interrupted_non_idempotent_call_is_told_to_the_model_as_interrupted() -> None:
+    store, clock, shop = CrashingStore(), ManualClock(), Shop()
+    await _dies_live(store, clock, shop, 5)  # charge ran, then death recording its result
     second = _engine(store, clock)
     model = Clerk()
     _loops(second, model, shop, clock)
@@ -330,16 +329,7 @@ async def test_a_resumed_run_walks_the_journal_even_if_the_tool_is_not_registere
         ) -> None:
     # A page reload resumes runs before the site owner's tools file is loaded again.
     store, clock, shop = CrashingStore(), ManualClock(), Shop()
-    store.crash_at, store.after_write = 4, True  # charge was recorded as started, then death
-    first = _engine(store, clock)
-    live = asyncio.ensure_future(_loops(first, Clerk(), shop, clock).run(
-        _asked(), Context("r1"), lambda e: None, shown=[]))
-    answered, crashed = await asyncio.gather(live, first.crashed(), return_exceptions=True)
-    assert isinstance(answered, AgentError)
-    assert crashed is None
-    await first.aclose()
-    store.crash_at = None
-    clock.now += 10
+    await _dies_live(store, clock, shop, 4, after_write=True)  # charge started, then death
     second = _engine(store, clock)
     bare = Shop()
     bare.tools.remove("charge")
@@ -413,16 +403,7 @@ async def test_a_live_run_reports_a_model_failure_at_once_a_resumed_one_retries(
 
     # a run resumed before the model's link is up: asked again, with backoff
     store, clock = CrashingStore(), ManualClock()
-    store.crash_at = 2  # dies recording the first turn (the job's input holds it already)
-    first = _engine(store, clock)
-    live = asyncio.ensure_future(_loops(first, Clerk(), shop, clock).run(
-        _asked(), Context("r1"), lambda e: None, shown=[]))
-    answered, crashed = await asyncio.gather(live, first.crashed(), return_exceptions=True)
-    assert isinstance(answered, AgentError)
-    assert crashed is None
-    await first.aclose()
-    store.crash_at = None
-    clock.now += 10
+    await _dies_live(store, clock, shop, 2)  # recording turn 1 (the job's input holds it)
     second = _engine(store, clock)
     model = Flaky()
     _loops(second, model, shop, clock)

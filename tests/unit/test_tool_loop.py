@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.models import ChatModel
 from wasmagent.errors import AgentError, ErrorCode
 from wasmagent.pipeline.tool_loop import ToolLoop
 from wasmagent.ports import LoopClock, ToolCallRequest
@@ -23,7 +24,7 @@ PASSAGES = [PassageIn("guide/offline.md", "Offline", "", "The app works offline.
 Turn = list[str | ToolCallRequest]
 
 
-class Scripted:
+class Scripted(ChatModel):
     """A model that answers each turn from a script and records what it was sent."""
 
     name = "scripted"
@@ -32,15 +33,6 @@ class Scripted:
         self.turns = list(turns)
         self.seen: list[list[Mapping[str, Any]]] = []
         self.offered: list[str] = []
-
-    def available(self) -> bool:
-        return True
-
-    def details(self) -> dict[str, Any]:
-        return {}
-
-    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
-        raise AssertionError("the loop uses chat()")
 
     async def chat(self, messages: Sequence[Mapping[str, Any]],
                    tools: Sequence[Mapping[str, Any]], ctx: Context
