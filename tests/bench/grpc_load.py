@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 import grpc
-import httpx
 
 from wasmagent.hosts.server.grpc_api import agent_pb2 as pb
 from wasmagent.hosts.server.grpc_api import agent_pb2_grpc as pb_grpc
@@ -42,7 +41,7 @@ async def _ask(stub: pb_grpc.AgentStub, request: pb.AskRequest) -> float:
 async def busy(grpc_port: int, upstream: int, server_pid: int, sessions: int, rate: float,
                passage: dict[str, str]) -> dict[str, Any]:
     # server.py's helpers (imported here: server.py imports this module)
-    from server import _cpu_s, _direct, _open_loop, _pct, _ticker
+    from server import _beside_upstream, _cpu_s, _open_loop, _pct, _ticker
 
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}",
                                           options=[("grpc.use_local_subchannel_pool", 1)])
@@ -71,14 +70,7 @@ async def busy(grpc_port: int, upstream: int, server_pid: int, sessions: int, ra
             gc.unfreeze()
     finally:
         await asyncio.gather(*(ch.close() for ch in channels))
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        target = f"http://127.0.0.1:{upstream}/v1/chat/completions"
-        direct = await _open_loop(sessions, rate, lambda n: _direct(client, target))
-    stats = {}
-    for p in (50, 95, 99):
-        stats[f"p{p}"] = {"server": round(_pct(server, p), 2), "upstream": round(_pct(direct, p), 2),
-                          "added": round(_pct(server, p) - _pct(direct, p), 2)}
+    stats = await _beside_upstream(server, upstream, sessions, rate)
     return {"asks": len(server), "channels": CHANNELS, **stats,
             "server_cpu_ms_per_ask": round(server_cpu * 1000 / len(server), 2),
             "client_cpu_ms_per_ask": round(client_cpu * 1000 / len(server), 2),

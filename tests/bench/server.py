@@ -148,18 +148,24 @@ async def _busy(port: int, upstream: int, server_pid: int, sessions: int, rate: 
         await asyncio.gather(*(ws.close() for ws in sockets))
     finally:
         gc.unfreeze()
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        target = f"http://127.0.0.1:{upstream}/v1/chat/completions"
-        direct = await _open_loop(sessions, rate, lambda n: _direct(client, target))
-    stats = {}
-    for p in (50, 95, 99):
-        stats[f"p{p}"] = {"server": round(_pct(server, p), 2), "upstream": round(_pct(direct, p), 2),
-                          "added": round(_pct(server, p) - _pct(direct, p), 2)}
+    stats = await _beside_upstream(server, upstream, sessions, rate)
     return {"asks": len(server), "mean_ms": round(statistics.fmean(server), 2), **stats,
             "server_cpu_ms_per_ask": round(server_cpu * 1000 / len(server), 2),
             "client_cpu_ms_per_ask": round(client_cpu * 1000 / len(server), 2),
             "client_lag_p99_ms": round(_pct(lags, 99), 1), "client_lag_max_ms": round(max(lags), 1)}
+
+
+async def _beside_upstream(server: list[float], upstream: int, sessions: int, rate: float
+                           ) -> dict[str, dict[str, float]]:
+    """p50/p95/p99 of `server` latencies beside the same completions streamed straight from
+    the upstream at the same rate (the baseline), and what the server added."""
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        target = f"http://127.0.0.1:{upstream}/v1/chat/completions"
+        direct = await _open_loop(sessions, rate, lambda n: _direct(client, target))
+    return {f"p{p}": {"server": round(_pct(server, p), 2), "upstream": round(_pct(direct, p), 2),
+                      "added": round(_pct(server, p) - _pct(direct, p), 2)}
+            for p in (50, 95, 99)}
 
 
 def _spread(runs: list[dict[str, Any]], *path: str) -> dict[str, float]:
