@@ -273,11 +273,12 @@ class _Embedder:
         return [0.0]
 
 
-def _job(text: str) -> Job:
+def _job(text: str, mode: str = "auto") -> Job:
     from wasmagent.runtime.context import Context
 
     loop = asyncio.get_running_loop()
-    return Job(Ask("q", text), Context("q"), lambda e: None, loop.create_future(), 0.0)
+    return Job(Ask("q", text, mode=mode), Context("q"), lambda e: None, loop.create_future(),
+               0.0)
 
 
 async def test_a_sure_intent_guess_only_stands_in_when_the_documents_have_no_sure_answer(
@@ -297,3 +298,7 @@ async def test_a_sure_intent_guess_only_stands_in_when_the_documents_have_no_sur
     reply = await worker(job)
     assert (reply.route, reply.confident) == (Route.CANNED, False)
     assert reply.text == job.canned
+    # Asked for the LLM where there is none, smalltalk still gets its reply, not an error.
+    job = _job("nice to meet you", mode="llm")
+    await router.route(job)
+    assert (job.route, job.canned) == (Route.RETRIEVE, reply.text)

@@ -79,7 +79,9 @@ class Router:
 
     async def route(self, job: Job) -> None:
         await self._route(job)
-        if job.route is Route.RETRIEVE:
+        # (A question the intent head answers with a canned reply when the documents cannot
+        # was already checked for a model that would answer it: `_by_intent`.)
+        if job.route is Route.RETRIEVE and job.canned is None:
             self._maybe_llm(job)
 
     def _maybe_llm(self, job: Job) -> None:
