@@ -190,3 +190,12 @@ def test_versioned_urls_are_cached_for_good_and_the_rest_revalidated(tmp_path: P
             "public, max-age=31536000, immutable")
         for unversioned in ("/a.wasm", "/a.wasm?v=", "/a.wasm?version=3", "/", "/index.html"):
             assert _fetch(base + unversioned)[0]["Cache-Control"] == "no-cache", unversioned
+
+
+def test_serve_defaults_to_the_dist_folder_build_sh_writes() -> None:
+    # `./build.sh serve` runs `python -m wasmagent serve` without --dist: it must find the
+    # site build.sh built at the repository's root, not a folder beside the package.
+    from wasmagent.hosts.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.dist == Path(__file__).resolve().parents[2] / "dist"

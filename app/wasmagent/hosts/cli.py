@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-DEFAULT_DIST = Path(__file__).resolve().parents[2] / "dist"
+DEFAULT_DIST = Path(__file__).resolve().parents[3] / "dist"  # app/wasmagent/hosts/cli.py
 # What a shell reports for a command whose reader went away (128 + SIGPIPE), as for `yes | head`.
 EXIT_BROKEN_PIPE = 141
 
