@@ -267,6 +267,14 @@ class ToolLlm(Llm, Protocol):
 
 
 @runtime_checkable
+class SmallContext(Protocol):
+    """A model with a short context window (the browser's local one): `fit` keeps what of
+    the passages it can read in time, in order, so that their `[n]` numbers stay the same."""
+
+    def fit(self, passages: Sequence[PassageIn]) -> list[PassageIn]: ...
+
+
+@runtime_checkable
 class Link(Protocol):
     """A message connection to an agent server (the browser adapter: a WebSocket).
 

@@ -39,6 +39,7 @@ from .llm.remote import RemoteLlm
 from .pipeline import Pipeline, Route, Router
 from .pipeline.llm_worker import LlmWorker
 from .pipeline.pipeline import Worker
+from .pipeline.tool_match import ToolMatch
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
 from .ports import Admit, Host, Llm, MemoryStore, Sink, Store, ToolLlm
 from .protocol import (
@@ -107,7 +108,9 @@ class Service:
         self._relay = (LlmRelay(llm, host.clock, timeout_s) if isinstance(llm, ToolLlm)
                        and not isinstance(llm, RemoteLlm) else None)
         router = Router(parse_tool=self._parse_tool, embedder=self.embedder, intent=intent,
-                        llm=llm, log=self.telemetry.log)
+                        llm=llm, log=self.telemetry.log,
+                        tool_match=ToolMatch(self.embedder, self.site_tools.tools)
+                        if self.embedder is not None else None)
         workers: dict[Route, Worker] = {
             Route.RETRIEVE: RetrievalWorker(self.library, DEFAULT_KB),
             Route.TOOL: ToolWorker(self.tools),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import BOOT_TIMEOUT_MS, boot
 
@@ -65,7 +65,7 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
         booted.context.set_offline(True)
         got = page.evaluate(ASK, [QUESTION, "local"])
         answer = got["answer"]
-        assert answer["route"] == "local_llm"
+        assert answer["route"] == "local_llm", answer["text"][:300]
         assert len(got["deltas"]) > 1, "the answer streams token by token"
         assert "".join(got["deltas"]) == answer["text"]
         assert answer["text"].strip()
@@ -82,6 +82,7 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
             timeout=MODEL_TIMEOUT_MS)
         again = page.evaluate(ASK, ["What is 6 * 7?", "local"])
         assert again["answer"]["text"] == "6 * 7 = 42", "tools still answer exactly"
+        _the_local_model_calls_tools(page)
 
         page.reload()
         page.wait_for_selector("body[data-ready=true]", state="attached",
@@ -93,3 +94,28 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
         assert booted.foreign_requests() == []
     finally:
         booted.context.close()
+
+
+TWO_TOOLS = "What is 17.5% of 2,340, and how many days until 2026-12-25?"
+SCHEMA_ERRORS = re.compile(r"not valid JSON|no tool named|unknown argument|is required|must be ")
+
+
+def _the_local_model_calls_tools(page: Page) -> None:
+    """A question that needs two tools, asked in the chat: the local model decides under a
+    grammar (llm/json_tools.py), so every call names a registered tool with arguments that fit
+    its schema (whether a 135M model picks good values is another matter: a tool may refuse
+    them, and that refusal goes back to the model as a step). The steps show, then an answer."""
+    page.get_by_role("textbox", name="Ask").fill(TWO_TOOLS)
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".msg.agent").last
+    steps = reply.locator(".steps")
+    expect(steps.locator("summary")).to_have_text(re.compile(r"^\d+ tool calls?$"),
+                                                  timeout=MODEL_TIMEOUT_MS)
+    # Labelled once the answer (route local_llm) has arrived.
+    expect(reply.locator(".from")).to_contain_text("local model", timeout=MODEL_TIMEOUT_MS)
+    expect(reply.locator(".text")).not_to_be_empty()
+    shown = steps.locator("li").all_inner_texts()
+    assert shown, "each call is listed"
+    for step in shown:
+        assert re.match(r"^(calculator|days_until|datetime_now)\(.*\) → ", step), step
+        assert not SCHEMA_ERRORS.search(step), f"a call the grammar should have ruled out: {step}"

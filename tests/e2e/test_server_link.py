@@ -156,6 +156,40 @@ def test_the_servers_model_calls_this_browsers_tools_and_the_steps_are_shown(
     page.screenshot(path=str(SHOTS / "agent-tool-steps-desktop.png"))
 
 
+def test_a_reload_mid_answer_resumes_the_run_and_shows_its_answer_under_its_question(
+    page_app: Booted, servers: Servers
+) -> None:
+    """The model called its tools, the page reloads before its final turn: the new page's
+    worker resumes the journaled run (the calls' results are not redone) and the answer
+    appears under its question, with its steps, once the run finishes."""
+    page = page_app.page
+    page.get_by_role("button", name="Knowledge").click()
+    page.locator("#server-settings summary").click()
+    page.get_by_label("Server WebSocket URL").fill(servers.server.ws_url)
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("#server")).to_contain_text("connected")
+    servers.fake.control(delay=0, script=["call:" + json.dumps([
+        {"name": "calculator", "arguments": {"expression": "17 * 23"}}]), "hang"])
+    page.get_by_role("textbox", name="Ask").fill(TWO_TOOLS)
+    page.get_by_role("button", name="Send").click()
+    step = page.locator(".msg.agent").last.locator(".steps li").first
+    # (a result is shown once its journal record is committed)
+    expect(step).to_have_text("calculator(17 * 23) → 17 * 23 = 391")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+    asked = page.locator(".msg.user", has_text=TWO_TOOLS)
+    expect(asked).to_have_count(1)
+    reply = page.locator(".msg.agent").last
+    expect(reply.locator(".text")).to_contain_text("The tools say: 17 * 23 = 391",
+                                                   timeout=60_000)
+    expect(reply.locator(".steps li").first).to_have_text(
+        "calculator(17 * 23) → 17 * 23 = 391")
+    history = page.evaluate("""() => wasmagentClient.request('history.list', {limit: 50})
+                               .then((r) => r.result.items.map((i) => i.question))""")
+    assert history.count(TWO_TOOLS) == 1, "saved once, by the resumed run"
+    assert not page_app.errors
+
+
 class Sockets:
     """Every WebSocket a page (or its worker) opens, and its saved server setting."""
 

@@ -5,7 +5,8 @@ the panel offers nothing and the frame never loads a model (tests/e2e/test_widge
 Headless Chromium here refuses Cache Storage to a frame on another site (as private windows
 do), so this journey takes the "for this visit only" path: the verified bytes go to the
 frame's worker without being stored. Storing, offline use and removal are tested in the app
-(test_local_model.py), where the same code keeps the model."""
+(test_local_model.py), where the same code keeps the model. Then the site owner's own tool
+(`data-tools`), called by the local model for a question no route of the owner's matches."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import re
 
 from playwright.sync_api import Browser, expect
 
-from .test_local_model import MODEL_TIMEOUT_MS, QUESTION
+from .test_local_model import MODEL_TIMEOUT_MS, QUESTION, SCHEMA_ERRORS
 from .test_widget import (  # noqa: F401 - `sites` is a fixture
     Sites,
     _ask_in_panel,
@@ -21,6 +22,8 @@ from .test_widget import (  # noqa: F401 - `sites` is a fixture
     _visiting,
     sites,
 )
+
+OWNER_TOOL_QUESTION = "How much does it cost to ship a parcel of three kilos to Germany?"
 
 
 def test_a_visitor_installs_the_local_model_in_the_widget_and_gets_generated_answers(
@@ -45,4 +48,16 @@ def test_a_visitor_installs_the_local_model_in_the_widget_and_gets_generated_ans
         assert answer["text"].strip()
         assert answer["citations"], "a generated answer cites its passages"
         _shot(visit.page, "widget-local-model")
+
+        # The owner's tool, chosen by the local model: no route matches this wording, the
+        # intent head calls it out of scope, but it means what `shipping` does.
+        reply = _ask_in_panel(visit, OWNER_TOOL_QUESTION)
+        steps = reply.locator(".steps")
+        expect(steps.locator("summary")).to_have_text(re.compile(r"^\d+ tool calls?$"),
+                                                      timeout=MODEL_TIMEOUT_MS)
+        expect(reply.locator(".from")).to_contain_text("local model", timeout=MODEL_TIMEOUT_MS)
+        shown = steps.locator("li").all_inner_texts()
+        assert shown, "each call is listed"
+        assert all(not SCHEMA_ERRORS.search(step) for step in shown), shown
+        assert any(step.startswith("shipping(") for step in shown), shown
         assert visit.errors == []

@@ -179,7 +179,7 @@ async def test_a_live_run_streams_its_steps_journals_them_and_saves_the_turn_onc
     assert shop.runs == {"stock": 1, "charge": 1}
     assert json.loads(store.written[0][f"wf/job/{store.job_id()}/meta"])["kind"] == KIND
     assert store.steps() == [
-        "turn 1", "call s1", "start c1", "call c1", "turn 2", "save the turn"]
+        "turn 1", "start c1", "call s1", "call c1", "turn 2", "save the turn"]
     # delivered and saved: the job left the journal before its request returned
     assert await store.keys("wf/") == []
     assert await engine.recent() == []
@@ -217,9 +217,10 @@ async def test_an_answer_that_calls_no_tool_costs_the_store_nothing() -> None:
 
 async def test_a_crash_at_any_commit_resumes_without_repeating_a_completed_or_unsafe_call(
         ) -> None:
-    # Commit 1 starts the job; 2 records turn 1; 3 the stock result; 4 that charge started;
-    # 5 its result; 6 turn 2; 7 the saved turn; 8 the job's end. The process dies just before
-    # a commit (nothing of it lands) or just after (durable, but nobody learned it).
+    # Commit 1 starts the job; 2 records turn 1; 3 that charge started (before both calls of
+    # the turn run, together); 4 the stock result; 5 charge's; 6 turn 2; 7 the saved turn;
+    # 8 the job's end. The process dies just before a commit (nothing of it lands) or just
+    # after (durable, but nobody learned it).
     for after_write in (False, True):
         for crash_at in range(2, 9):
             await _crash_and_resume(crash_at, after_write)
@@ -266,12 +267,13 @@ async def _crash_and_resume(crash_at: int, after_write: bool) -> None:
     # the non-idempotent call ran at most once, whatever happened
     assert shop.runs["charge"] <= 1, where
     # a call whose result was recorded never ran again
-    stock_recorded = crash_at > 3 or (crash_at == 3 and after_write)
+    stock_recorded = crash_at > 4 or (crash_at == 4 and after_write)
     if stock_recorded:
         assert shop.runs["stock"] == 1, where
     assert shop.runs["stock"] <= 2, where
     # a charge that started in the dead run and left no result is reported, not redone
-    interrupted = (crash_at == 4 and after_write) or (crash_at == 5 and not after_write)
+    interrupted = ((crash_at == 3 and after_write) or crash_at == 4
+                   or (crash_at == 5 and not after_write))
     charge = next(c for c in calls if c["name"] == "charge")
     assert charge["ok"] is not interrupted, where
     if interrupted:
@@ -329,7 +331,7 @@ async def test_a_resumed_run_walks_the_journal_even_if_the_tool_is_not_registere
         ) -> None:
     # A page reload resumes runs before the site owner's tools file is loaded again.
     store, clock, shop = CrashingStore(), ManualClock(), Shop()
-    await _dies_live(store, clock, shop, 4, after_write=True)  # charge started, then death
+    await _dies_live(store, clock, shop, 3, after_write=True)  # charge started, then death
     second = _engine(store, clock)
     bare = Shop()
     bare.tools.remove("charge")

@@ -18,7 +18,7 @@ from wasmagent.pipeline.tool_loop import ToolLoop
 from wasmagent.ports import LoopClock, ToolCallRequest
 from wasmagent.protocol import Event, PassageIn
 from wasmagent.runtime.context import Context
-from wasmagent.tools import default_tools
+from wasmagent.tools import ToolRegistry, default_tools
 
 PASSAGES = [PassageIn("guide/offline.md", "Offline", "", "The app works offline.")]
 Turn = list[str | ToolCallRequest]
@@ -185,3 +185,34 @@ async def test_a_journaled_loop_replays_its_steps_without_the_model_or_the_tools
     assert [(e["call_id"], e["text"]) for e in replayed if e["type"] == "tool_result"] == results
     assert [(s.call.id, s.ok, s.text) for s in again.calls] == [
         (s.call.id, s.ok, s.text) for s in first.calls]
+
+
+async def test_a_journaled_turns_calls_still_run_at_the_same_time() -> None:
+    # The first call keeps yielding to the loop: run together, the second one gets to run
+    # meanwhile; run one after the other, it cannot have started.
+    tools = ToolRegistry()
+    second_ran = asyncio.Event()
+    seen: list[bool] = []
+
+    @tools.tool
+    async def slow_lookup(item: str) -> str:
+        """Look an item up slowly."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen.append(second_ran.is_set())
+        return f"{item}: found"
+
+    @tools.tool
+    async def quick_lookup(item: str) -> str:
+        """Look an item up quickly."""
+        second_ran.set()
+        return f"{item}: found"
+
+    model = Scripted([call("slow_lookup", {"item": "a"}, "a"),
+                      call("quick_lookup", {"item": "b"}, "b")], ["Both found."])
+    journal = ListJournal()
+    outcome = await ToolLoop(model, tools, LoopClock()).run(
+        "r1", "q", PASSAGES, Context("r1"), lambda e: None, journal=journal)
+    assert seen == [True]
+    assert [name for name, _ in journal.steps] == ["turn 1", "call a", "call b", "turn 2"]
+    assert outcome.text == "Both found."

@@ -79,6 +79,7 @@ registerServiceWorker().catch((err) => console.warn("service worker:", err));
 client.ready.then(async () => {
   await knowledge.refresh();
   await chat.restoreHistory();
+  chat.resumeAnswers();
   knowledge.resume().catch((err) => knowledge.message(`Could not resume adding documents: ${err.message}`));
   await server.reconnect();
 });

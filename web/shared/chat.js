@@ -220,6 +220,47 @@ export class Chat {
     }
     log.append(...later);
   }
+
+  // Answers the page was reloaded (or closed) in the middle of: an agent run with tools is a
+  // durable job in the worker, which resumes it from its journal with nobody to stream to.
+  // Each shows under its question, its progress as it goes, then its answer and its steps.
+  async resumeAnswers() {
+    let jobs = [];
+    try {
+      ({ result: { jobs } } = await this.client.request("jobs.list", { limit: 20 }));
+    } catch {
+      return; // no storage, no journal
+    }
+    for (const job of jobs.filter((j) => j.kind === "answer" && j.status === "running")) {
+      this.say("user", job.title);
+      this._finishResumed(this.say("agent", "Resuming this answer after the reload…"), job);
+    }
+  }
+
+  async _finishResumed(reply, job) {
+    const text = reply.querySelector(".text");
+    reply.classList.add("resuming");
+    try {
+      const { result } = await this.client.request("jobs.watch", { job: job.id }, {
+        onEvent: (ev) => {
+          if (ev.type === "progress" && ev.message) text.textContent = `Resuming this answer after the reload: ${ev.message}…`;
+        },
+      });
+      const record = result.result ? result : { status: "done", result };
+      if (record.status !== "done") throw new Error(record.last_error?.message || record.status);
+      text.textContent = record.result.answer;
+      record.result.calls.forEach((call, i) => {
+        const id = `resumed-${i}`;
+        showStep(reply, { type: "tool_call", call_id: id, name: call.name, arguments: call.arguments ?? "{}" });
+        showStep(reply, { type: "tool_result", call_id: id, name: call.name, ok: call.ok, text: call.text });
+      });
+    } catch (err) {
+      text.textContent = `This answer could not be finished after the reload: ${err.message}`;
+      reply.classList.add("error");
+    } finally {
+      reply.classList.remove("resuming");
+    }
+  }
 }
 
 // The agent's tool steps, compact ("calculator(17 * 23) → 391"), above the answer: one line

@@ -32,10 +32,11 @@ from .. import keyspace
 from ..agent import Agent
 from ..errors import AgentError, ErrorCode, UpstreamError
 from ..llm.choice import ChoiceLlm
+from ..llm.json_tools import json_turn
 from ..llm.remote import RemoteLlm
 from ..llm.repetition import until_repeat
 from ..llm.wire import build_messages
-from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, Turn
+from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, ToolCallRequest, Turn
 from ..protocol import Event, PassageIn, Result, ServerConnect, ToolsLoad, is_terminal
 from ..runtime.context import Context
 from ..service import Service
@@ -51,6 +52,8 @@ DEFAULT_TIMEOUT_S = 30.0
 LOCAL_DEADLINE_MARGIN_S = 1.0
 LOCAL_PASSAGES = 2
 LOCAL_PASSAGE_CHARS = 400
+LOCAL_TOOL_MAX_TOKENS = 160
+"""A turn of tool calls in JSON (two calls measured ~70 tokens) or a short answer."""
 
 
 def _js_object(value: Mapping[str, Any]) -> Any:
@@ -209,22 +212,42 @@ class WllamaLlm:
         found: dict[str, Any] = self._js.state().to_py()
         return found
 
+    def fit(self, passages: Sequence[PassageIn]) -> list[PassageIn]:
+        # Prompt tokens cost as much as answer tokens here (~100/s in wasm): fewer, shorter
+        # passages keep the first token within seconds. The first ones keep their numbers.
+        return [replace(p, text=p.text[:LOCAL_PASSAGE_CHARS]) for p in passages[:LOCAL_PASSAGES]]
+
     async def stream(self, question: str, passages: Sequence[PassageIn], ctx: Context, *,
                      turns: Sequence[Turn] = (), conversation: str | None = None
                      ) -> AsyncIterator[str]:
-        # Prompt tokens cost as much as answer tokens here (~100/s in wasm): fewer, shorter
-        # passages keep the first token within seconds. The first ones keep their numbers.
-        short = [replace(p, text=p.text[:LOCAL_PASSAGE_CHARS])
-                 for p in passages[:LOCAL_PASSAGES]]
-        messages = build_messages(question, short, turns)
-        try:
-            handle = self._js.generate(json.dumps(messages), self._max_tokens)
-        except JsException as exc:
-            raise UpstreamError(str(exc), retryable=False) from None
+        messages = build_messages(question, self.fit(passages), turns)
+        handle = self._generate(messages, self._max_tokens)
         # A 135M model decoding greedily loops on one sentence: stop it at the first repeat.
         async with aclosing(ctx.stream(until_repeat(_pieces(handle, ctx)))) as pieces:
             async for piece in pieces:
                 yield piece
+
+    async def chat(self, messages: Sequence[Mapping[str, Any]],
+                   tools: Sequence[Mapping[str, Any]], ctx: Context
+                   ) -> AsyncIterator[str | ToolCallRequest]:
+        """One turn of the agent loop, decoded under a grammar (`llm/json_tools.py`): every
+        tool call parses and fits its tool's schema; an answer streams as it is decoded."""
+        def generate(plain: list[dict[str, str]], schema: dict[str, Any]
+                     ) -> AsyncGenerator[str, None]:
+            handle = self._generate(plain, LOCAL_TOOL_MAX_TOKENS, schema)
+            return ctx.stream(_pieces(handle, ctx))
+
+        async with aclosing(json_turn(generate, messages, tools)) as parts:
+            async for part in parts:
+                yield part
+
+    def _generate(self, messages: Sequence[Mapping[str, Any]], max_tokens: int,
+                  schema: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return self._js.generate(json.dumps(messages), max_tokens,
+                                     json.dumps(schema) if schema is not None else None)
+        except JsException as exc:
+            raise UpstreamError(str(exc), retryable=False) from None
 
 
 async def _pieces(handle: Any, ctx: Context) -> AsyncGenerator[str, None]:

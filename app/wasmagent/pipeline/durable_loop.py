@@ -25,8 +25,10 @@ tools makes the rest of the tool loop (`tool_loop.py`) a workflow job of kind `a
   `Service.start` keeps scanning for), with nobody to stream to: its answer lands in the
   history (`history.list`, the conversation's turns) and in the job's `result` (`answer`,
   `conversation`, `request`, `steps`, `finished`, `resumed`, and `calls`: each call's
-  `name`, `ok` and result text, an interrupted one's included), which `jobs.watch` follows
-  and `jobs.list` shows; each tool call and result shows in the job's `progress` meanwhile.
+  `name`, `arguments`, `ok` and result text, an interrupted one's included), which
+  `jobs.watch` follows and `jobs.list` shows (the app shows the answer under its question
+  once it lands: `resumeAnswers` in web/shared/chat.js); each tool call and result shows in
+  the job's `progress` meanwhile.
   A resumed run has `timeout_s` to finish; if the model fails it, the job fails with that
   error and no turn is saved (a live run instead falls back to the local answer,
   `llm_worker.py`).
@@ -35,9 +37,10 @@ tools makes the rest of the tool loop (`tool_loop.py`) a workflow job of kind `a
   model turn that failed before showing any text again, with the engine's backoff (it may
   start before the model's link is up); then the job fails with the model's error.
 - Honest limits: a model turn that the process died in the middle of is asked again (its
-  text may differ from what the user saw stream); the calls of one turn run one after the
-  other rather than at the same time; a job whose start the store refuses (quota) runs as a
-  plain, non-durable loop.
+  text may differ from what the user saw stream); results are recorded in call order, so a
+  call that finished while an earlier one of its turn still ran is run again (or, if it must
+  not run twice, reported interrupted) after a crash; a job whose start the store refuses
+  (quota) runs as a plain, non-durable loop.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import AgentError, ErrorCode
-from ..ports import Clock, Turn
+from ..ports import Clock, ToolLlm, Turn
 from ..protocol import Event, PassageIn, Source, ToolCalled, ToolReturned
 from ..runtime.context import Context
 from ..telemetry import Log, fallback_log
@@ -76,19 +79,22 @@ class Asked:
     tenant: str | None = None
     first: Mapping[str, Any] | None = None
     """The model's first turn, taken before the run became a job (`ToolLoop.open_turn`)."""
+    model: str | None = None
+    """The name of the model that decides, when not the loop's own (a resumed run asks the
+    same one if the host has it)."""
 
     def to_input(self, follower: str) -> dict[str, Any]:
         return {"request": self.request_id, "question": self.question,
                 "passages": [asdict(p) for p in self.passages], "scores": list(self.scores),
                 "turns": [list(t) for t in self.turns], "conversation": self.conversation,
-                "follower": follower, "first": self.first}
+                "follower": follower, "first": self.first, "model": self.model}
 
     @classmethod
     def from_input(cls, data: dict[str, Any], tenant: str | None) -> Asked:
         return cls(data["request"], data["question"],
                    [PassageIn(**p) for p in data["passages"]], data["scores"],
                    [(q, a) for q, a in data["turns"]], data["conversation"], tenant,
-                   data.get("first"))
+                   data.get("first"), data.get("model"))
 
 
 @dataclass(slots=True)
@@ -131,8 +137,10 @@ class DurableLoops:
     """Tool loops run as `answer` jobs of `workflows`; see the module docstring."""
 
     def __init__(self, loop: ToolLoop, workflows: Workflows, cite: Cite, *, clock: Clock,
-                 timeout_s: float = 30.0, log: Log = fallback_log) -> None:
+                 timeout_s: float = 30.0, log: Log = fallback_log,
+                 models: Callable[[str], ToolLlm | None] = lambda name: None) -> None:
         self._loop = loop
+        self._models = models
         self._workflows = workflows
         self._cite = cite
         self._clock = clock
@@ -148,7 +156,7 @@ class DurableLoops:
         the request's own when it ends first (the job is then cancelled)."""
         first, first_ms = await self._loop.open_turn(
             asked.request_id, asked.question, asked.passages, ctx, emit, turns=asked.turns,
-            shown=shown)
+            shown=shown, llm=self._model(asked))
         if not first["calls"]:
             return LoopOutcome("".join(shown), 1, model_ms=first_ms)
         asked = replace(asked, first=first)
@@ -176,7 +184,8 @@ class DurableLoops:
                           error=exc.message)
                 return await self._loop.run(asked.request_id, asked.question, asked.passages,
                                             ctx, emit, turns=asked.turns, shown=shown,
-                                            first=asked.first, first_shown=True)
+                                            first=asked.first, first_shown=True,
+                                            llm=self._model(asked))
             try:
                 outcome = await ctx.run(follower.done)
             except BaseException:
@@ -212,8 +221,8 @@ class DurableLoops:
             run.forget_when_finished = True
         return {"request": asked.request_id, "answer": outcome.text,
                 "conversation": asked.conversation, "steps": outcome.steps,
-                "calls": [{"name": c.call.name, "ok": c.ok, "text": _short(c.text)}
-                          for c in outcome.calls],
+                "calls": [{"name": c.call.name, "arguments": c.call.arguments, "ok": c.ok,
+                           "text": _short(c.text)} for c in outcome.calls],
                 "finished": outcome.finished, "resumed": run.record.runs > 1}
 
     async def _answer(self, run: Run, asked: Asked, follower: _Follower | None) -> LoopOutcome:
@@ -243,7 +252,8 @@ class DurableLoops:
         outcome = await self._loop.run(asked.request_id, asked.question, asked.passages, ctx,
                                        emit_and_note, turns=asked.turns, shown=shown,
                                        journal=_RunJournal(run, live=follower is not None),
-                                       first=asked.first, first_shown=follower is not None)
+                                       first=asked.first, first_shown=follower is not None,
+                                       llm=self._model(asked))
         total = (self._clock.monotonic() - started) * 1000
 
         async def save(tx: Tx) -> dict[str, Any]:
@@ -258,6 +268,11 @@ class DurableLoops:
         await run.step("save the turn", save)
         outcome.saved = True
         return outcome
+
+    def _model(self, asked: Asked) -> ToolLlm | None:
+        # A resumed run whose model this host lacks (the local one not loaded yet) is asked
+        # by the loop's own model: the steps already taken stand either way.
+        return self._models(asked.model) if asked.model is not None else None
 
     def _record(self, asked: Asked, outcome: LoopOutcome, total_ms: float) -> dict[str, Any]:
         """The turn's history record, as the pipeline writes every other one."""

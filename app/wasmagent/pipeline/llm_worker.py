@@ -9,8 +9,11 @@ conversation keeps every word that was shown.
 
 Given tools and a model that can call them (`ToolLlm`), the answer comes from the agent loop
 (`tool_loop.py`): the model decides which tools to call, step by step, and the steps stream
-as `tool_call`/`tool_result` events before the final text. Given `workflows` (a host with a
-durable store), that loop runs as a durable job (`durable_loop.py`), which saves the turn.
+as `tool_call`/`tool_result` events before the final text. A server's LLM decides for every
+question; the browser's small local model only for questions the router judged to need a
+tool (the intent head, or closeness to a site owner's tool), as it answers plain questions
+better without tools in its prompt. Given `workflows` (a host with a durable store), that
+loop runs as a durable job (`durable_loop.py`), which saves the turn.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
 from ..llm.choice import ChoiceLlm, choose
-from ..ports import Clock, Llm, LoopClock, ToolLlm, Turn
+from ..ports import Clock, Llm, LoopClock, SmallContext, ToolLlm, Turn
 from ..protocol import Delta, PassageIn, Source
 from ..telemetry import Log, fallback_log
 from ..tools import ToolRegistry
@@ -48,14 +51,14 @@ class LlmWorker:
                  workflows: Workflows | None = None, timeout_s: float = 30.0,
                  log: Log = fallback_log) -> None:
         self._log = log
-        # Behind a `ChoiceLlm`, only the server's model is offered tools (the local one is
-        # too small to call them usefully).
-        tool_llm = llm.server if isinstance(llm, ChoiceLlm) else llm
-        self._loop = (ToolLoop(tool_llm, tools, clock or LoopClock())
-                      if tools is not None and isinstance(tool_llm, ToolLlm) else None)
-        self._tool_llm = tool_llm
+        held = (llm.server, llm.local) if isinstance(llm, ChoiceLlm) else (llm,)
+        self._deciders = {m.name: m for m in held if isinstance(m, ToolLlm)}
+        first = next(iter(self._deciders.values()), None)
+        self._loop = (ToolLoop(first, tools, clock or LoopClock())
+                      if tools is not None and first is not None else None)
         self._durable = (DurableLoops(self._loop, workflows, _citations, clock=clock or
-                                      LoopClock(), timeout_s=timeout_s, log=log)
+                                      LoopClock(), timeout_s=timeout_s, log=log,
+                                      models=self._deciders.get)
                          if self._loop is not None and workflows is not None else None)
         self._library = library
         self._default = default_kb
@@ -72,20 +75,26 @@ class LlmWorker:
                                   h.chunk.anchor, h.chunk.text) for h in hits[:LLM_PASSAGES]]
         pieces: list[str] = []
         llm = choose(self.llm, request.mode) or self.llm
+        # The local model's window is short: it sees fewer, shorter passages (same numbers).
+        passages = llm.fit(passages) if isinstance(llm, SmallContext) else passages
+        local = isinstance(self.llm, ChoiceLlm) and llm is self.llm.local
         detail: dict[str, object] = {"llm": llm.name, "passages": len(passages)}
         scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
         saved = False
         try:
             turns = await self._turns(job)
-            if self._loop is not None and llm is self._tool_llm:
+            decider = self._decider(llm, job, local)
+            if self._loop is not None and decider is not None:
                 if self._durable is not None:
                     asked = Asked(request.id, request.text, passages, scores, turns,
-                                  request.conversation, job.scope.tenant if job.scope else None)
+                                  request.conversation, job.scope.tenant if job.scope else None,
+                                  model=decider.name)
                     outcome = await self._durable.run(asked, job.ctx, job.emit, shown=pieces)
                     saved = outcome.saved
                 else:
                     outcome = await self._loop.run(request.id, request.text, passages,
-                                                   job.ctx, job.emit, turns=turns, shown=pieces)
+                                                   job.ctx, job.emit, turns=turns, shown=pieces,
+                                                   llm=decider)
                 job.timings.update(steps=outcome.steps, model=round(outcome.model_ms, 3),
                                    tools=round(outcome.tool_ms, 3))
                 detail.update(steps=outcome.steps, calls=len(outcome.calls))
@@ -100,10 +109,16 @@ class LlmWorker:
             return self._fallback(job, hits, pieces, exc, llm.name)
         text = "".join(pieces)
         # The user is told which model wrote it: a server's LLM and the 135M local one differ.
-        local = isinstance(self.llm, ChoiceLlm) and llm is self.llm.local
         route = Route.LOCAL_LLM if local else Route.LLM
         return Reply(text, route, _citations(text, passages, scores), confident=True,
                      detail=detail, streamed=True, saved=saved)
+
+    def _decider(self, llm: Llm, job: Job, local: bool) -> ToolLlm | None:
+        """The model that runs the agent loop for this question, if any (module docstring)."""
+        decider = self._deciders.get(llm.name)
+        if decider is not llm or (local and job.intent != "tool"):
+            return None
+        return decider
 
     async def _turns(self, job: Job) -> list[Turn]:
         if job.request.history is not None:

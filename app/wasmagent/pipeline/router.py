@@ -3,7 +3,9 @@
 Rules run first because they are exact and free: a recognised tool request ("what is 17*23",
 "what day is it") goes to the tool; a bare greeting or thanks gets a canned reply. Otherwise the
 question is embedded once (the retrieval worker reuses that vector) and the intent head decides
-between retrieval and a canned reply (smalltalk, out of scope, a tool request no rule parsed).
+between retrieval and a canned reply (smalltalk, out of scope, a tool request no rule parsed);
+a question close in meaning to one of the site owner's tools counts as a tool request
+(`tool_match.py`) when a model that can call tools is there to decide.
 Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
 "I don't know" from the knowledge base is better than a canned brush-off; and even when the head
 is sure, a knowledge base that answers confidently wins over its canned reply.
@@ -20,6 +22,7 @@ from ..llm.choice import choose
 from ..ports import ToolLlm
 from ..telemetry import Log, fallback_log
 from .jobs import Job, Route
+from .tool_match import NEAR, ToolMatch
 
 if TYPE_CHECKING:
     from ..inference.embedder import Embedder
@@ -70,8 +73,9 @@ class Router:
 
     def __init__(self, *, parse_tool: ToolParser, embedder: Embedder | None = None,
                  intent: IntentClassifier | None = None, llm: Llm | None = None,
-                 log: Log = fallback_log) -> None:
+                 tool_match: ToolMatch | None = None, log: Log = fallback_log) -> None:
         self._log = log
+        self._tool_match = tool_match
         self._parse_tool = parse_tool
         self._embedder = embedder
         self._intent = intent
@@ -114,6 +118,17 @@ class Router:
         if self._intent is not None and job.embedding is not None:
             await self._by_intent(job, self._intent, job.embedding)
 
+    async def _near_owner_tool(self, job: Job, embedding: Any) -> bool:
+        if self._tool_match is None:
+            return False
+        try:
+            return await self._tool_match.closeness(embedding, job.ctx) >= NEAR
+        except AgentError as exc:
+            if job.ctx.done:
+                raise
+            self._log("tool_match_unavailable", level="warning", error=exc.message)
+            return False
+
     async def _by_intent(self, job: Job, intent: IntentClassifier, embedding: Any) -> None:
         """What the intent head makes of a question no rule caught (it stays with retrieval
         unless the head is sure)."""
@@ -126,10 +141,13 @@ class Router:
             return
         job.intent = result.label
         chosen = choose(self.llm, job.request.mode)
-        if result.label == "tool" and isinstance(chosen, ToolLlm) and chosen.available():
-            # A tool question no rule could parse: a model that can call tools decides which
-            # (the canned "here is what I can compute" reply is for hosts without one).
-            return
+        if isinstance(chosen, ToolLlm) and chosen.available():
+            if result.label != "tool" and await self._near_owner_tool(job, embedding):
+                job.intent = "tool"
+            if job.intent == "tool":
+                # A tool question no rule could parse: a model that can call tools decides
+                # which (the canned "here is what I can compute" reply is for hosts without).
+                return
         threshold = INTENT_THRESHOLD.get(result.label)
         if threshold is None or result.confidence < threshold:
             return

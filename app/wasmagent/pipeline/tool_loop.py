@@ -15,12 +15,13 @@ final answer. Pure over ports: the model is a `ToolLlm`, the tools a `ToolRegist
 - Given a `Journal` (`durable_loop.py` passes one backed by a workflow run), every model turn
   (its text and tool calls) and every call's result is a journaled step: a run resumed after
   a crash replays them (the replayed text is shown again, as deltas) instead of asking the
-  model or running the tools again. The calls of one turn then run one after the other, as
-  the journal is a sequence: each result is recorded the moment it is known. A call of a tool
-  declared `idempotent=False` first records that it started; a resumed run that finds that
-  record without the call's result never runs it again: the model (and the user, through
-  `tool_result`, ok false) are told it was interrupted and its outcome is unknown. Other
-  calls without a recorded result simply run again.
+  model or running the tools again. The calls of one turn still run at the same time; the
+  journal being a sequence, their results are recorded in call order, each once it and the
+  ones before it are known. A call of a tool declared `idempotent=False` first records that
+  it started; a resumed run that finds that record without the call's result never runs it
+  again: the model (and the user, through `tool_result`, ok false) are told it was
+  interrupted and its outcome is unknown. Other calls without a recorded result simply run
+  again.
 - A run can start from a turn already taken (`open_turn`, then `run(first=...)`): most answers
   call no tool, and those need no journal at all; a durable run begins only once the model
   asks for a tool, with that first turn as its first step.
@@ -109,27 +110,29 @@ class ToolLoop:
 
     async def open_turn(self, request_id: str, question: str, passages: Sequence[PassageIn],
                         ctx: Context, emit: Callable[[Event], None], *,
-                        turns: Sequence[Turn] = (), shown: list[str]
+                        turns: Sequence[Turn] = (), shown: list[str], llm: ToolLlm | None = None
                         ) -> tuple[dict[str, Any], float]:
         """The loop's first model turn, streamed as `run` streams it, outside any journal:
         the turn as a journal records it (`{"text", "calls"}`) and the model's ms. A turn
-        with calls continues as `run(first=turn, first_shown=True)`."""
+        with calls continues as `run(first=turn, first_shown=True)`. `llm`: the model that
+        decides, if not the loop's own (a host may hold a server model and a local one)."""
         started = self._clock.monotonic()
-        text, calls = await self._turn(_messages(question, passages, turns),
+        text, calls = await self._turn(llm or self._llm, _messages(question, passages, turns),
                                        self._tools.describe(), ctx, request_id, emit, shown)
         return self._recorded(text, calls), (self._clock.monotonic() - started) * 1000
 
     async def run(self, request_id: str, question: str, passages: Sequence[PassageIn],
                   ctx: Context, emit: Callable[[Event], None], *, turns: Sequence[Turn] = (),
                   shown: list[str] | None = None, journal: Journal | None = None,
-                  first: Mapping[str, Any] | None = None, first_shown: bool = False
-                  ) -> LoopOutcome:
+                  first: Mapping[str, Any] | None = None, first_shown: bool = False,
+                  llm: ToolLlm | None = None) -> LoopOutcome:
         """`shown` collects every delta as it is emitted: a caller that handles a failure
         mid-loop still knows what the user has already read. With a `journal`, the loop is
         durable (see the module docstring). `first`: the first turn, already taken
         (`open_turn`), its text already in `shown` and streamed if `first_shown`."""
         messages = _messages(question, passages, turns)
         specs = self._tools.describe()
+        model = llm or self._llm
         outcome = LoopOutcome("", 0)
         shown = [] if shown is None else shown
         while outcome.steps < self._max_steps:
@@ -139,14 +142,15 @@ class ToolLoop:
             once: list[bool] = []
             if journal is not None:
                 text, calls, once = await self._journaled_turn(
-                    journal, outcome.steps, messages, specs, ctx, request_id, emit, shown,
-                    given=given, given_shown=first_shown)
+                    journal, outcome.steps, model, messages, specs, ctx, request_id, emit,
+                    shown, given=given, given_shown=first_shown)
             elif given is not None:
                 text, calls, once = _from_record(given)
                 if not first_shown:
                     _show(text, shown, emit, request_id)
             else:
-                text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
+                text, calls = await self._turn(model, messages, specs, ctx, request_id, emit,
+                                               shown)
             outcome.model_ms += (self._clock.monotonic() - started) * 1000
             if not calls:
                 outcome.text = "".join(shown)
@@ -158,8 +162,7 @@ class ToolLoop:
             if journal is None:
                 steps = await asyncio.gather(*(self._call(call, ctx) for call in calls))
             else:
-                steps = [await self._journaled_call(journal, call, o, ctx)
-                         for call, o in zip(calls, once, strict=True)]
+                steps = await self._journaled_calls(journal, calls, once, ctx)
             outcome.tool_ms += (self._clock.monotonic() - started) * 1000
             for step in steps:
                 outcome.calls.append(step)
@@ -174,12 +177,13 @@ class ToolLoop:
         outcome.text = "".join(shown)
         return outcome
 
-    async def _turn(self, messages: Sequence[Mapping[str, Any]], specs: Sequence[Any],
-                    ctx: Context, request_id: str, emit: Callable[[Event], None],
-                    shown: list[str]) -> tuple[str, list[ToolCallRequest]]:
+    async def _turn(self, llm: ToolLlm, messages: Sequence[Mapping[str, Any]],
+                    specs: Sequence[Any], ctx: Context, request_id: str,
+                    emit: Callable[[Event], None], shown: list[str]
+                    ) -> tuple[str, list[ToolCallRequest]]:
         text: list[str] = []
         calls: list[ToolCallRequest] = []
-        async for part in self._llm.chat(messages, specs, ctx):
+        async for part in llm.chat(messages, specs, ctx):
             if isinstance(part, ToolCallRequest):
                 calls.append(part)
             else:
@@ -188,7 +192,7 @@ class ToolLoop:
                 emit(Delta(request_id, part))
         return "".join(text), calls
 
-    async def _journaled_turn(self, journal: Journal, n: int,
+    async def _journaled_turn(self, journal: Journal, n: int, llm: ToolLlm,
                               messages: Sequence[Mapping[str, Any]], specs: Sequence[Any],
                               ctx: Context, request_id: str, emit: Callable[[Event], None],
                               shown: list[str], *, given: Mapping[str, Any] | None = None,
@@ -201,7 +205,8 @@ class ToolLoop:
         async def turn() -> Mapping[str, Any]:
             if given is not None:
                 return given
-            text, calls = await self._turn(messages, specs, ctx, request_id, emit, shown)
+            text, calls = await self._turn(llm, messages, specs, ctx, request_id, emit,
+                                           shown)
             return self._recorded(text, calls)
 
         # A turn that failed before showing anything may be asked again (a resumed run may
@@ -224,23 +229,51 @@ class ToolLoop:
         tool = self._tools.get(name)
         return tool is not None and not tool.idempotent
 
-    async def _journaled_call(self, journal: Journal, call: ToolCallRequest, once: bool,
-                              ctx: Context) -> Step:
-        interrupted = False
-        if once:
-            started_before = journal.replaying
-            await journal.step(f"start {call.id}", _started(call), retry=False)
-            # Started by an earlier run, never finished by it: it may have taken effect.
-            interrupted = started_before and not journal.replaying
+    async def _journaled_calls(self, journal: Journal, calls: Sequence[ToolCallRequest],
+                               once: Sequence[bool], ctx: Context) -> list[Step]:
+        """The turn's calls, run at the same time, their results journaled in call order.
 
-        async def execute() -> dict[str, Any]:
-            if interrupted:
-                return {"ok": False, "text": INTERRUPTED.format(name=call.name), "ms": 0.0}
-            step = await self._call(call, ctx)
+        A call that must not run twice records that it started before any call runs; a
+        result is recorded once it and every result before it are known. So a resumed run
+        replays the recorded results, runs again the idempotent calls without one, and never
+        runs again a started non-idempotent call without one (it is reported interrupted,
+        even if it had finished while an earlier call was still running: its outcome is
+        then unknown to the journal, and saying so is the honest answer)."""
+        started_before = []
+        for call, o in zip(calls, once, strict=True):
+            started_before.append(o and journal.replaying)
+            if o:
+                await journal.step(f"start {call.id}", _started(call), retry=False)
+        tasks: dict[int, asyncio.Task[Step]] = {}
+        steps: list[Step] = []
+        try:
+            for i, (call, o) in enumerate(zip(calls, once, strict=True)):
+                if not journal.replaying and not tasks:
+                    # The journal ends here: every call from this one on runs now, together.
+                    tasks = {j: asyncio.ensure_future(self._call_once(c, ctx, interrupted))
+                             for j, c in enumerate(calls) if j >= i
+                             for interrupted in [started_before[j]]}
+                steps.append(await self._journaled_result(journal, call, o, tasks.get(i)))
+        finally:
+            for task in tasks.values():
+                task.cancel()
+        return steps
+
+    async def _journaled_result(self, journal: Journal, call: ToolCallRequest, once: bool,
+                                running: asyncio.Task[Step] | None) -> Step:
+        async def result() -> dict[str, Any]:
+            if running is None:  # (a recorded result is replayed without calling this)
+                raise AgentError(ErrorCode.INTERNAL, f"{call.id}: no result and no run")
+            step = await running
             return {"ok": step.ok, "text": step.text, "ms": step.ms}
 
-        done = await journal.step(f"call {call.id}", execute, retry=not once)
+        done = await journal.step(f"call {call.id}", result, retry=not once)
         return Step(call, bool(done["ok"]), str(done["text"]), float(done["ms"]))
+
+    async def _call_once(self, call: ToolCallRequest, ctx: Context, interrupted: bool) -> Step:
+        if interrupted:
+            return Step(call, False, INTERRUPTED.format(name=call.name), 0.0)
+        return await self._call(call, ctx)
 
     async def _call(self, call: ToolCallRequest, ctx: Context) -> Step:
         started = self._clock.monotonic()

@@ -295,6 +295,10 @@ class SiteTools:
         self._files[source] = loaded
         return loaded
 
+    def tools(self) -> list[Tool]:
+        """Every owner tool, files in load order."""
+        return [t for loaded in self._files.values() for t in loaded.tools]
+
     def match(self, text: str) -> ToolCall | None:
         """The first owner rule's tool call for `text`, files in load order."""
         for loaded in self._files.values():
