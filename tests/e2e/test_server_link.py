@@ -177,13 +177,16 @@ def test_a_reload_mid_answer_resumes_the_run_and_shows_its_answer_under_its_ques
     expect(step).to_have_text("calculator(17 * 23) → 17 * 23 = 391")
     page.reload()
     page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
-    asked = page.locator(".msg.user", has_text=TWO_TOOLS)
-    expect(asked).to_have_count(1)
     reply = page.locator(".msg.agent").last
     expect(reply.locator(".text")).to_contain_text("The tools say: 17 * 23 = 391",
                                                    timeout=60_000)
+    expect(page.locator(".msg.user").last).to_have_text(TWO_TOOLS)
+    expect(reply.locator(".from")).to_contain_text("server")
+    expect(reply.locator(".sources a").first).to_be_visible()
     expect(reply.locator(".steps li").first).to_have_text(
         "calculator(17 * 23) → 17 * 23 = 391")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "answer-resumed-after-reload-desktop.png"))
     history = page.evaluate("""() => wasmagentClient.request('history.list', {limit: 50})
                                .then((r) => r.result.items.map((i) => i.question))""")
     assert history.count(TWO_TOOLS) == 1, "saved once, by the resumed run"

@@ -232,12 +232,13 @@ export class Chat {
       return; // no storage, no journal
     }
     for (const job of jobs.filter((j) => j.kind === "answer" && j.status === "running")) {
-      this.say("user", job.title);
-      this._finishResumed(this.say("agent", "Resuming this answer after the reload…"), job);
+      // (A job's title is "answer: " and the question, shortened; the result has it whole.)
+      const asked = this.say("user", job.title.replace(/^answer: /, ""));
+      this._finishResumed(asked, this.say("agent", "Resuming this answer after the reload…"), job);
     }
   }
 
-  async _finishResumed(reply, job) {
+  async _finishResumed(asked, reply, job) {
     const text = reply.querySelector(".text");
     reply.classList.add("resuming");
     try {
@@ -248,8 +249,12 @@ export class Chat {
       });
       const record = result.result ? result : { status: "done", result };
       if (record.status !== "done") throw new Error(record.last_error?.message || record.status);
-      text.textContent = record.result.answer;
-      record.result.calls.forEach((call, i) => {
+      const answered = record.result;
+      asked.querySelector(".text").textContent = answered.question;
+      text.textContent = answered.answer;
+      this.markOrigin(reply, null, answered.route);
+      this.renderSources(reply, answered.citations, this.kb());
+      answered.calls.forEach((call, i) => {
         const id = `resumed-${i}`;
         showStep(reply, { type: "tool_call", call_id: id, name: call.name, arguments: call.arguments ?? "{}" });
         showStep(reply, { type: "tool_result", call_id: id, name: call.name, ok: call.ok, text: call.text });

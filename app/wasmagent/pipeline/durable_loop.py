@@ -23,8 +23,9 @@ tools makes the rest of the tool loop (`tool_loop.py`) a workflow job of kind `a
 - A run whose process died (a page reload, a killed server) is resumed by the next process
   sharing the store once the dead owner's lease lapses (`Workflows.resume`, which
   `Service.start` keeps scanning for), with nobody to stream to: its answer lands in the
-  history (`history.list`, the conversation's turns) and in the job's `result` (`answer`,
-  `conversation`, `request`, `steps`, `finished`, `resumed`, and `calls`: each call's
+  history (`history.list`, the conversation's turns) and in the job's `result` (`question`,
+  `answer`, `route`, `citations`, `conversation`, `request`, `steps`, `finished`, `resumed`,
+  and `calls`: each call's
   `name`, `arguments`, `ok` and result text, an interrupted one's included), which
   `jobs.watch` follows and `jobs.list` shows (the app shows the answer under its question
   once it lands: `resumeAnswers` in web/shared/chat.js); each tool call and result shows in
@@ -82,19 +83,22 @@ class Asked:
     model: str | None = None
     """The name of the model that decides, when not the loop's own (a resumed run asks the
     same one if the host has it)."""
+    route: str = "llm"
+    """The answer's route in the history (`local_llm` when the browser's model decides)."""
 
     def to_input(self, follower: str) -> dict[str, Any]:
         return {"request": self.request_id, "question": self.question,
                 "passages": [asdict(p) for p in self.passages], "scores": list(self.scores),
                 "turns": [list(t) for t in self.turns], "conversation": self.conversation,
-                "follower": follower, "first": self.first, "model": self.model}
+                "follower": follower, "first": self.first, "model": self.model,
+                "route": self.route}
 
     @classmethod
     def from_input(cls, data: dict[str, Any], tenant: str | None) -> Asked:
         return cls(data["request"], data["question"],
                    [PassageIn(**p) for p in data["passages"]], data["scores"],
                    [(q, a) for q, a in data["turns"]], data["conversation"], tenant,
-                   data.get("first"), data.get("model"))
+                   data.get("first"), data.get("model"), data.get("route", "llm"))
 
 
 @dataclass(slots=True)
@@ -219,7 +223,9 @@ class DurableLoops:
             # Delivered (and saved in the history): keeping the job would only crowd out the
             # ones a user looks for in `jobs.list`.
             run.forget_when_finished = True
-        return {"request": asked.request_id, "answer": outcome.text,
+        cited = self._cite(outcome.text, asked.passages, asked.scores)
+        return {"request": asked.request_id, "question": asked.question, "answer": outcome.text,
+                "route": asked.route, "citations": [asdict(c) for c in cited],
                 "conversation": asked.conversation, "steps": outcome.steps,
                 "calls": [{"name": c.call.name, "arguments": c.call.arguments, "ok": c.ok,
                            "text": _short(c.text)} for c in outcome.calls],
@@ -278,7 +284,7 @@ class DurableLoops:
         """The turn's history record, as the pipeline writes every other one."""
         cited = self._cite(outcome.text, asked.passages, asked.scores)
         return {"id": asked.request_id, "question": asked.question, "answer": outcome.text,
-                "route": "llm", "citations": [asdict(replace(c, score=round(c.score, 4)))
+                "route": asked.route, "citations": [asdict(replace(c, score=round(c.score, 4)))
                                               for c in cited],
                 "timings_ms": {"steps": outcome.steps, "model": round(outcome.model_ms, 3),
                                "tools": round(outcome.tool_ms, 3), "total": round(total_ms, 3)},

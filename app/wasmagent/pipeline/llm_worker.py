@@ -88,7 +88,8 @@ class LlmWorker:
                 if self._durable is not None:
                     asked = Asked(request.id, request.text, passages, scores, turns,
                                   request.conversation, job.scope.tenant if job.scope else None,
-                                  model=decider.name)
+                                  model=decider.name,
+                                  route=(Route.LOCAL_LLM if local else Route.LLM).value)
                     outcome = await self._durable.run(asked, job.ctx, job.emit, shown=pieces)
                     saved = outcome.saved
                 else:
