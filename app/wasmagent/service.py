@@ -33,11 +33,8 @@ from .handlers.llm import LlmRelay
 from .handlers.tools import ToolLoading
 from .inference.embedder import Embedder
 from .inference.intent import IntentClassifier
-from .knowledge.dump import load_dump
 from .knowledge.library import Library
-from .llm.remote import RemoteLlm
 from .pipeline import Pipeline, Route, Router
-from .pipeline.llm_worker import LlmWorker
 from .pipeline.pipeline import Worker
 from .pipeline.tool_match import ToolMatch
 from .pipeline.workers import CannedWorker, RetrievalWorker, ToolWorker
@@ -106,7 +103,7 @@ class Service:
         # A model that can call tools is offered to clients that run the loop themselves (the
         # browser, with its own tools); a model reached through a link is not relayed again.
         self._relay = (LlmRelay(llm, host.clock, timeout_s) if isinstance(llm, ToolLlm)
-                       and not isinstance(llm, RemoteLlm) else None)
+                       and not _is_remote(llm) else None)
         router = Router(parse_tool=self._parse_tool, embedder=self.embedder, intent=intent,
                         llm=llm, log=self.telemetry.log,
                         tool_match=ToolMatch(self.embedder, self.site_tools.tools)
@@ -117,6 +114,8 @@ class Service:
             Route.CANNED: CannedWorker(),
         }
         if llm is not None:
+            from .pipeline.llm_worker import LlmWorker
+
             # With a durable store the agent loop is a journaled job: it resumes after a
             # crash or a reload (`pipeline/durable_loop.py`); without one it runs as it is.
             workers[Route.LLM] = LlmWorker(
@@ -253,11 +252,20 @@ class Service:
 
     async def seed(self, name: str, dump: bytes) -> bool:
         """Install a shipped knowledge base unless one of that name already exists."""
+        from .knowledge.dump import load_dump
+
         store = history.need_store(self.host.store)
         if await store.get(keyspace.kb_meta(name)) is not None:
             return False
         await load_dump(store, dump, only=keyspace.kb_prefix(name))
         return True
+
+
+def _is_remote(llm: Llm) -> bool:
+    # Imported here: a host without an LLM (a one-shot `ask`) never loads the LLM client code.
+    from .llm.remote import RemoteLlm
+
+    return isinstance(llm, RemoteLlm)
 
 
 async def _no_llm(request: LlmChat, emit: object) -> None:

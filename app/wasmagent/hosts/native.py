@@ -118,8 +118,10 @@ class OnnxInference:
         self._loader: ThreadPoolExecutor | None = None
         self._loading: dict[str, Future[ort.InferenceSession]] = {}
         if preload:
-            # Creating a session releases the GIL for most of its ~0.3 s: done here, it overlaps
-            # whatever the process does before its first inference.
+            # Done here, loading the model file (which releases the GIL) overlaps whatever the
+            # process does before its first inference. Initialising the session does not:
+            # onnxruntime's Python binding holds the GIL through it (measured: 50-100 ms in
+            # which no other Python thread ran, of ~75-130 ms in all for MiniLM).
             self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-load")
             for model in preload:
                 if model in self._files:
@@ -225,16 +227,31 @@ class NumpyVectors:
         self._rows: dict[str, int] = {}
 
     async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
-        block = np.frombuffer(rows, dtype=np.float32).reshape(-1, dim)
+        return self._append(space, dim, np.frombuffer(rows, dtype=np.float32).reshape(-1, dim))
+
+    async def add_parts(self, space: str, dim: int, parts: Sequence[bytes]) -> int:
+        """Append the little-endian float32 rows of `parts` (a knowledge base's segments as
+        stored). A new space gets them copied once into a matrix of exactly their size, which
+        numpy allocates with huge pages (see `kb.add_rows`)."""
+        blocks = [np.frombuffer(part, dtype="<f4").reshape(-1, dim) for part in parts]
+        if space in self._spaces or len(blocks) < 2:
+            for block in blocks:
+                self._append(space, dim, block)
+            return self._rows.get(space, 0)
+        matrix = np.concatenate(blocks).astype(np.float32, copy=False)
+        rows = int(matrix.shape[0])
+        self._spaces[space], self._rows[space] = matrix, rows
+        return rows
+
+    def _append(self, space: str, dim: int, block: np.ndarray[Any, Any]) -> int:
         current = self._spaces.get(space)
         used = self._rows.get(space, 0)
         if current is None:
-            # A new space (a knowledge base opening) takes the rows as they are: copying 27 MB
-            # into a fresh matrix was a tenth of a 17.5k-passage opening. The view keeps
-            # `rows` alive and exported (the caller hands it over and never resizes it).
-            self._spaces[space] = block
-            self._rows[space] = block.shape[0]
-            return block.shape[0]
+            # A new space takes the rows as they are, without a copy. The view keeps `rows`
+            # alive and exported (the caller hands it over and never resizes it).
+            rows = int(block.shape[0])
+            self._spaces[space], self._rows[space] = block, rows
+            return rows
         if current.shape[0] < used + block.shape[0]:
             capacity = max(used + block.shape[0], 2 * current.shape[0])
             grown = np.empty((capacity, dim), dtype=np.float32)

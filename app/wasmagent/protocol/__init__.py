@@ -9,6 +9,8 @@ Every request is answered by zero or more non-terminal events (`progress`, `delt
 `citation`, `answer`, `result`) and then exactly one terminal event: `done` or `error`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .messages import (
     ASK_MODES,
     EVENT_TYPES,
@@ -61,8 +63,10 @@ from .messages import (
     is_terminal,
     limits,
 )
-from .schema import js_module, json_schema
 from .validation import decode, message_bytes, parse_request, peek_id
+
+if TYPE_CHECKING:
+    from .schema import js_module, json_schema
 
 __all__ = [
     "ASK_MODES", "EVENT_TYPES", "MAX_DOCUMENTS", "MAX_ID", "MAX_MESSAGE_BYTES", "MAX_PASSAGE",
@@ -75,3 +79,13 @@ __all__ = [
     "decode", "is_terminal", "js_module", "json_schema", "limits", "message_bytes",
     "parse_request", "peek_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The schema (and the widget's messages it includes) is for publishing and for the server's
+    # HTTP side: a process that only asks or ingests does not build it (~7 ms of imports).
+    if name in ("js_module", "json_schema"):
+        from . import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
