@@ -58,7 +58,7 @@ from .runtime.watchdog import Stall, Watchdog
 from .telemetry import Telemetry
 from .tenancy import PrefixStore, Scope, tenant_prefix
 from .text.tokenizer import WordPieceTokenizer
-from .tools import default_tools, parse_tool_request
+from .tools import default_tools, parse_tool_request, parse_tool_requests
 from .tools.owner import SiteTools, ToolCall
 from .workflow import Workflows
 
@@ -246,9 +246,10 @@ class Service:
             "log": self.telemetry.recent(),
         }
 
-    def _parse_tool(self, text: str) -> ToolCall | None:
+    def _parse_tool(self, text: str) -> list[ToolCall]:
         # The site owner's rules are more specific to their site than the built-in ones.
-        return self.site_tools.match(text) or parse_tool_request(text)
+        return parse_tool_requests(
+            text, lambda part: self.site_tools.match(part) or parse_tool_request(part))
 
     async def seed(self, name: str, dump: bytes) -> bool:
         """Install a shipped knowledge base unless one of that name already exists."""

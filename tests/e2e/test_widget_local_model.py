@@ -56,7 +56,7 @@ def test_a_visitor_installs_the_local_model_in_the_widget_and_gets_generated_ans
         expect(steps.locator("summary")).to_have_text(re.compile(r"^\d+ tool calls?$"),
                                                       timeout=MODEL_TIMEOUT_MS)
         expect(reply.locator(".from")).to_contain_text("local model", timeout=MODEL_TIMEOUT_MS)
-        shown = steps.locator("li").all_inner_texts()
+        shown = steps.locator("li").all_text_contents()
         assert shown, "each call is listed"
         assert all(not SCHEMA_ERRORS.search(step) for step in shown), shown
         assert any(step.startswith("shipping(") for step in shown), shown

@@ -1,8 +1,8 @@
 """Tool calls from a model without a tool format (the local one): JSON under a grammar.
 
-The grammar itself is llama.cpp's (tests/e2e/test_local_tools.py runs the real model); here:
-the schema it is compiled from, the rewriting of the loop's messages, and reading the reply
-as it streams. Plain test functions: the same file runs in Pyodide.
+llama.cpp applies the grammar (tests/e2e/test_local_model.py and test_widget_local_model.py
+run the real model); here: the grammar built from the tools, the rewriting of the loop's
+messages, and reading the calls back. Plain test functions: the same file runs in Pyodide.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 
 from wasmagent.errors import ErrorCode, UpstreamError
-from wasmagent.llm.json_tools import (
-    StepReader,
-    json_turn,
-    must_call,
-    plain_messages,
-    step_schema,
-)
+from wasmagent.llm.grammar import tool_grammar
+from wasmagent.llm.json_tools import StepReader, json_turn, must_call, plain_messages
 from wasmagent.pipeline.tool_loop import ToolLoop
 from wasmagent.ports import LoopClock, ToolCallRequest
 from wasmagent.protocol import Event, PassageIn
@@ -32,37 +27,40 @@ TOOLS = default_tools().describe()
 
 
 def pieces(text: str, seed: int) -> list[str]:
-    """`text` cut at random places, as tokens arrive (escapes cut in half included)."""
+    """`text` cut at random places, as tokens arrive."""
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, len(text) // 3)))
     return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
 
-def read(text: str, seed: int = 0) -> tuple[str, list[ToolCallRequest]]:
-    reader = StepReader("t")
-    shown = "".join(reader.feed(p) for p in pieces(text, seed))
-    return shown, reader.finish()
-
-
-def test_a_first_turn_must_call_a_registered_tool_with_its_own_parameters() -> None:
-    schema = step_schema(TOOLS, must_call=True)
-    assert schema["required"] == ["tool_calls"], "no answer before any tool ran"
-    items = schema["properties"]["tool_calls"]["items"]["anyOf"]
-    assert [i["properties"]["name"]["const"] for i in items] == [t["name"] for t in TOOLS]
-    calc = next(i for i in items if i["properties"]["name"]["const"] == "calculator")
-    params = calc["properties"]["arguments"]
-    assert params["properties"] == TOOLS[0]["parameters"]["properties"]
-    assert params["additionalProperties"] is False, "no invented keys"
-
-
-def test_after_tool_results_the_model_may_answer_or_call_again() -> None:
-    schema = step_schema(TOOLS, must_call=False)
-    calls, answer = schema["anyOf"]
-    assert calls["required"] == ["tool_calls"]
-    assert answer["properties"]["answer"]["type"] == "string"
+def test_a_tool_turn_may_only_call_registered_tools_with_their_own_parameters() -> None:
+    grammar = tool_grammar(TOOLS)
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
+    assert rules["root"] == '"{\\"tool_calls\\":[" call ("," call){0,1} "]}"', "1-2 calls"
+    assert rules["call"] == " | ".join(f"t{i}" for i in range(len(TOOLS)))
+    assert rules["t0"] == ('"{\\"name\\":" "\\"calculator\\"" ",\\"arguments\\":{" '
+                           't0-m0-first "}}"')
+    assert rules["t0-m0-first"] == '"\\"expression\\":" string', "required, a string"
+    timezone = next(f"t{i}" for i, t in enumerate(TOOLS) if t["name"] == "datetime_now")
+    assert rules[f"{timezone}-m0-first"].endswith(")?"), "an optional argument may be left out"
+    assert "char{0,40}" in rules["string"], "a looping model cannot run past the budget"
     asked = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     assert must_call(asked)
     assert not must_call([*asked, {"role": "tool", "tool_call_id": "a", "content": "391"}])
+
+
+def test_argument_types_enums_and_optional_members_become_grammar() -> None:
+    grammar = tool_grammar([{"name": "book", "description": "Book a table.", "parameters": {
+        "type": "object", "required": ["people", "day"],
+        "properties": {"people": {"type": "integer"},
+                       "day": {"enum": ["friday", "saturday"]},
+                       "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                       "ids": {"type": "array", "items": {"type": "number"}}}}}])
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
+    assert rules["t0-m0-first"] == '"\\"people\\":" integer t0-m1-rest'
+    assert rules["t0-m1-rest"] == '"," "\\"day\\":" ("\\"friday\\"" | "\\"saturday\\"") t0-m2-rest'
+    assert rules["t0-m2-rest"] == '("," "\\"note\\":" (string | null) t0-m3-rest) | t0-m3-rest'
+    assert rules["t0-m3-rest"] == '("," "\\"ids\\":" ("[" (number ("," number){0,9})? "]"))?'
 
 
 def test_the_loops_messages_become_plain_turns_any_chat_template_takes() -> None:
@@ -79,9 +77,10 @@ def test_the_loops_messages_become_plain_turns_any_chat_template_takes() -> None
     ]
     plain = plain_messages(messages, TOOLS)
     assert [m["role"] for m in plain] == ["system", "user", "assistant", "user"]
-    assert plain[0]["content"].startswith("Answer from the passages.")
     assert "calculator(expression: string)" in plain[0]["content"]
-    assert '{"answer":' in plain[0]["content"], "the reply format is explained"
+    assert '{"tool_calls":' in plain[0]["content"], "the reply format is explained"
+    # One system prompt for every turn: the decoder reuses what it already read.
+    assert plain_messages(messages[:2], TOOLS)[0] == plain[0]
     said = json.loads(plain[2]["content"])
     assert said == {"tool_calls": [{"name": "calculator", "arguments": {"expression": "17 * 23"}},
                                    {"name": "days_until", "arguments": {"date": "2026-12-25"}}]}
@@ -89,26 +88,16 @@ def test_the_loops_messages_become_plain_turns_any_chat_template_takes() -> None
     assert "25 days" in plain[3]["content"]
 
 
-def test_an_answer_streams_as_it_is_decoded_escapes_and_all() -> None:
-    answer = 'It is "391" —\n17 × 23 = 391 \\ done 😀 (see [1]).'
-    for seed in range(6):
-        text = '{ "answer" :  ' + json.dumps(answer) + " }"
-        shown, calls = read(text, seed)
-        assert shown == answer
-        assert calls == []
-        # The same through non-ASCII escapes (\u00d7, surrogate pairs), as some decoders write.
-        shown, _ = read(json.dumps({"answer": answer}, ensure_ascii=True), seed)
-        assert shown == answer
-
-
-def test_nothing_of_a_tool_call_is_shown_and_each_call_comes_out_whole() -> None:
+def test_tool_calls_come_out_whole_with_ids_unique_per_turn() -> None:
     text = json.dumps({"tool_calls": [
-        {"name": "calculator", "arguments": {"expression": "2340 * 0.175", "answer": "x"}},
+        {"name": "calculator", "arguments": {"expression": "2340 * 0.175"}},
         {"name": "days_until", "arguments": {"date": "2026-12-25"}}]}, indent=2)
-    shown, calls = read(text, 3)
-    assert shown == "", "an argument named answer is not the answer"
+    reader = StepReader("t")
+    for piece in pieces(text, 3):
+        reader.feed(piece)
+    calls = reader.finish()
     assert [(c.id, c.name) for c in calls] == [("t_1", "calculator"), ("t_2", "days_until")]
-    assert json.loads(calls[0].arguments) == {"expression": "2340 * 0.175", "answer": "x"}
+    assert json.loads(calls[0].arguments) == {"expression": "2340 * 0.175"}
 
 
 def test_a_reply_cut_off_by_the_token_budget_is_a_typed_error() -> None:
@@ -121,16 +110,16 @@ def test_a_reply_cut_off_by_the_token_budget_is_a_typed_error() -> None:
 
 
 class Decoder:
-    """A constrained decoder double: replies are scripted JSON texts, streamed in pieces; it
-    records the plain messages and schema of each turn."""
+    """A decoder double: replies are scripted (JSON for a tool turn, else text), streamed in
+    pieces; it records the plain messages and schema of each turn."""
 
     def __init__(self, *replies: Any) -> None:
-        self.replies = [json.dumps(r) for r in replies]
-        self.seen: list[tuple[list[dict[str, str]], dict[str, Any]]] = []
+        self.replies = [r if isinstance(r, str) else json.dumps(r) for r in replies]
+        self.seen: list[tuple[list[dict[str, str]], str | None]] = []
 
-    async def generate(self, plain: list[dict[str, str]], schema: dict[str, Any]
+    async def generate(self, plain: list[dict[str, str]], grammar: str | None
                        ) -> AsyncGenerator[str, None]:
-        self.seen.append((plain, schema))
+        self.seen.append((plain, grammar))
         for piece in pieces(self.replies.pop(0), len(self.seen)):
             yield piece
 
@@ -161,7 +150,7 @@ async def test_a_two_tool_question_through_the_loop_with_a_json_model() -> None:
     decoder = Decoder(
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2340 * 17.5 / 100"}},
                         {"name": "days_until", "arguments": {"date": "2026-12-25"}}]},
-        {"answer": "17.5% of 2,340 is 409.5."})
+        "17.5% of 2,340 is 409.5. 17.5% of 2,340 is 409.5. (repeated: never shown)")
     events: list[dict[str, Any]] = []
 
     def emit(event: Event) -> None:
@@ -176,9 +165,9 @@ async def test_a_two_tool_question_through_the_loop_with_a_json_model() -> None:
     assert "409.5" in results[0]["text"]
     assert outcome.text == "17.5% of 2,340 is 409.5."
     assert "".join(e["text"] for e in events if e["type"] == "delta") == outcome.text
-    (_, first_schema), (second, second_schema) = decoder.seen
-    assert first_schema["required"] == ["tool_calls"]
-    assert "anyOf" in second_schema
+    (_, first_grammar), (second, second_grammar) = decoder.seen
+    assert first_grammar == tool_grammar(default_tools().describe())
+    assert second_grammar is None, "the answer is plain text, streamed"
     assert "409.5" in second[-1]["content"], "the results reach the model"
     ids = {e["call_id"] for e in events if e["type"] == "tool_call"}
     assert len(ids) == 2

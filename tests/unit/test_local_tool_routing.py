@@ -66,11 +66,11 @@ def worker(local: Local) -> LlmWorker:
                      tools=default_tools())
 
 
-async def test_a_tool_question_runs_the_loop_on_the_local_model_with_its_short_window(
+async def test_a_tool_question_runs_the_loop_on_the_local_model_with_its_tools_only(
 ) -> None:
     local = Local(Decoder(
         {"tool_calls": [{"name": "calculator", "arguments": {"expression": "17 * 23"}}]},
-        {"answer": "17 × 23 = 391."}))
+        "17 × 23 = 391."))
     events: list[dict[str, Any]] = []
     reply = await worker(local)(job("what is seventeen times twenty-three?", "tool",
                                     passages=PASSAGES, events=events))
@@ -78,8 +78,8 @@ async def test_a_tool_question_runs_the_loop_on_the_local_model_with_its_short_w
     assert reply.text == "17 × 23 = 391."
     assert [e["name"] for e in events if e["type"] == "tool_result"] == ["calculator"]
     prompt = local.decoder.seen[0][0][-1]["content"]
-    assert "[2] P2" in prompt, "two passages, as the window allows"
-    assert "[3]" not in prompt
+    assert "[1]" not in prompt, "its tools, not passages it would not use"
+    assert reply.citations == ()
     assert local.streamed == []
 
 
@@ -127,7 +127,7 @@ def owner_tools() -> ToolRegistry:
 
 def router(local: Local, registry: ToolRegistry) -> Router:
     embedder = Axes()
-    return Router(parse_tool=lambda text: None, embedder=embedder,  # type: ignore[arg-type]
+    return Router(parse_tool=lambda text: [], embedder=embedder,  # type: ignore[arg-type]
                   intent=OutOfScope(),  # type: ignore[arg-type]
                   llm=ChoiceLlm(None, local),
                   tool_match=ToolMatch(embedder, lambda: list(registry)))  # type: ignore[arg-type]

@@ -35,8 +35,8 @@ class MemoryStore(ports.MemoryStore):
         await super().commit(puts, deletes, expect)
 
 
-def _parse_tool(text: str) -> tuple[str, dict[str, Any]] | None:
-    return ("calculator", {"expression": text[5:]}) if text.startswith("calc ") else None
+def _parse_tool(text: str) -> list[tuple[str, dict[str, Any]]]:
+    return [("calculator", {"expression": text[5:]})] if text.startswith("calc ") else []
 
 
 async def _retrieve(job: Job) -> Reply:
@@ -51,8 +51,8 @@ async def _retrieve(job: Job) -> Reply:
 
 
 async def _tool(job: Job) -> Reply:
-    assert job.tool_call is not None
-    return Reply(f"= {job.tool_call[1]['expression']}", Route.TOOL)
+    [(_, args)] = job.tool_calls
+    return Reply(f"= {args['expression']}", Route.TOOL)
 
 
 async def _canned(job: Job) -> Reply:

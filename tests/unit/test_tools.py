@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
 from wasmagent.errors import AgentError, ErrorCode
-from wasmagent.tools import ToolRegistry, default_tools, evaluate, parse_tool_request
+from wasmagent.tools import (
+    ToolRegistry,
+    default_tools,
+    evaluate,
+    parse_tool_request,
+    parse_tool_requests,
+)
 
 
 class FixedClock:
@@ -167,3 +173,37 @@ def test_questions_are_not_mistaken_for_tool_requests() -> None:
                  "explain os.path.join", "what does 2to3 do", "is python 2 or 3 better",
                  "how do I compute a hash of a file", "what is utf-8"]:
         assert parse_tool_request(text) is None, text
+
+
+def test_a_question_with_several_requests_gets_them_all_or_none() -> None:
+    two = "What is 17.5% of 2,340, and how many days until 2026-12-25?"
+    assert parse_tool_request(two) is None, "not the days alone"
+    assert parse_tool_requests(two) == [("calculator", {"expression": "17.5% of 2,340"}),
+                                        ("days_until", {"date": "2026-12-25"})]
+    assert parse_tool_requests("what is 6 * 7 and what is 2 + 2") == [
+        ("calculator", {"expression": "6 * 7"}), ("calculator", {"expression": "2 + 2"})]
+    assert parse_tool_requests("what is 2+2; what time is it in utc") == [
+        ("calculator", {"expression": "2+2"}), ("datetime_now", {"timezone": "UTC"})]
+    # One part no rule reads: a model, if there is one, decides the whole question.
+    assert parse_tool_requests(
+        "How much is seventeen times twenty-three, and how long until Christmas 2026?") == []
+    assert parse_tool_requests("what is 6 * 7 and how do I open a file") == []
+    assert parse_tool_requests("how many days until christmas?") == [
+        ("days_until", {"date": "christmas"})]
+
+
+async def test_each_request_of_a_question_is_answered_on_its_own_line() -> None:
+    from wasmagent.pipeline.jobs import Route
+    from wasmagent.ports import Host, LoopClock
+    from wasmagent.service import Service
+
+    events: list[dict[str, Any]] = []
+    service = Service(Host(name="test", clock=LoopClock()), lambda e: events.append(e.to_wire()))
+    service.start()
+    agent = service.agent
+    agent.submit({"v": 1, "type": "ask", "id": "q", "text": "what is 6 * 7 and what is 2 + 2?"})
+    await agent.drain()
+    [answer] = [e for e in events if e["type"] == "answer"]
+    assert answer["route"] == Route.TOOL.value
+    assert answer["text"] == "6 * 7 = 42\n2 + 2 = 4"
+    await service.aclose()

@@ -166,9 +166,9 @@ export function createLlmHost({ threads } = {}) {
   };
 
   // A stream of text pieces: next() resolves to a string, or undefined at the end; close() aborts.
-  // With `schemaJson`, decoding is constrained to JSON that the schema allows (llama.cpp
-  // compiles it to a grammar): the agent loop's tool calls always parse.
-  function generate(messagesJson, maxTokens, schemaJson) {
+  // With `grammar` (GBNF, llm/grammar.py), decoding is constrained to what it allows: the
+  // agent loop's tool calls always parse.
+  function generate(messagesJson, maxTokens, grammar) {
     if (!wllama || status.state !== "ready") throw new Error("the local model is not loaded");
     const abort = new AbortController();
     const queue = [];
@@ -183,8 +183,8 @@ export function createLlmHost({ threads } = {}) {
           messages: JSON.parse(messagesJson), stream: true, max_tokens: maxTokens,
           temperature: 0, abortSignal: abort.signal,
           // (wllama 3.8 passes OpenAI `tools` to a chat template that ignores them for this
-          // model; a schema-constrained reply is what actually holds the model to them.)
-          ...(schemaJson ? { response_format: { type: "json_schema", json_schema: { name: "step", schema: JSON.parse(schemaJson) } } } : {}),
+          // model; a grammar is what actually holds the model to them.)
+          ...(grammar ? { grammar } : {}),
         });
         for await (const chunk of chunks) {
           const text = chunk.choices?.[0]?.delta?.content;

@@ -2,14 +2,15 @@
 
 `worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
 `post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
-`web/worker/ort-host.js`), `store` (IndexedDB, `web/worker/idb-store.js`, or `{error}` when
-unavailable),
+`web/worker/ort-host.js` in a worker of its own, reached through `ort-client.js`), `store`
+(IndexedDB, `web/worker/idb-store.js`, or `{error}` when unavailable),
 `kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
 `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
 Tensors cross into JS as typed arrays made from the `array` buffers in one copy
-(`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array) and come back
-with `to_bytes()` (one copy), never element by element.
+(`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array), move to
+onnxruntime's worker and back by transfer (no copy), and come back into Python with
+`to_bytes()` (one copy), never element by element.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ LOCAL_DEADLINE_MARGIN_S = 1.0
 LOCAL_PASSAGES = 2
 LOCAL_PASSAGE_CHARS = 400
 LOCAL_TOOL_MAX_TOKENS = 160
-"""A turn of tool calls in JSON (two calls measured ~70 tokens) or a short answer."""
+"""A turn of tool calls in compact JSON (`llm/grammar.py`): ~45 tokens for two calls; three,
+the most a turn may ask for, with long arguments, fit."""
 
 
 def _js_object(value: Mapping[str, Any]) -> Any:
@@ -230,22 +232,21 @@ class WllamaLlm:
     async def chat(self, messages: Sequence[Mapping[str, Any]],
                    tools: Sequence[Mapping[str, Any]], ctx: Context
                    ) -> AsyncIterator[str | ToolCallRequest]:
-        """One turn of the agent loop, decoded under a grammar (`llm/json_tools.py`): every
-        tool call parses and fits its tool's schema; an answer streams as it is decoded."""
-        def generate(plain: list[dict[str, str]], schema: dict[str, Any]
+        """One turn of the agent loop (`llm/json_tools.py`): tool calls decoded under a
+        grammar, so that each parses and fits its tool's schema; then the answer, streamed."""
+        def generate(plain: list[dict[str, str]], grammar: str | None
                      ) -> AsyncGenerator[str, None]:
-            handle = self._generate(plain, LOCAL_TOOL_MAX_TOKENS, schema)
-            return ctx.stream(_pieces(handle, ctx))
+            budget = self._max_tokens if grammar is None else LOCAL_TOOL_MAX_TOKENS
+            return ctx.stream(_pieces(self._generate(plain, budget, grammar), ctx))
 
         async with aclosing(json_turn(generate, messages, tools)) as parts:
             async for part in parts:
                 yield part
 
     def _generate(self, messages: Sequence[Mapping[str, Any]], max_tokens: int,
-                  schema: Mapping[str, Any] | None = None) -> Any:
+                  grammar: str | None = None) -> Any:
         try:
-            return self._js.generate(json.dumps(messages), max_tokens,
-                                     json.dumps(schema) if schema is not None else None)
+            return self._js.generate(json.dumps(messages), max_tokens, grammar)
         except JsException as exc:
             raise UpstreamError(str(exc), retryable=False) from None
 

@@ -10,7 +10,7 @@ stops decoding) as soon as such a repeat is complete. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 _END = re.compile(r"(?<=[.!?])\s+")
@@ -30,7 +30,7 @@ def _may_repeat(key: str, said: set[str]) -> bool:
     return bool(key) and any(len(s) >= MIN_SENTENCE and s.startswith(key) for s in said)
 
 
-async def until_repeat(pieces: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+async def until_repeat(pieces: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
     """`pieces` until it begins saying a sentence (of `MIN_SENTENCE` characters or more) for
     the second time; the repeat itself is never yielded."""
     said: set[str] = set()

@@ -44,7 +44,7 @@ class Reply:
 
 @dataclass(slots=True)
 class Job:
-    """One question in flight. Stages fill in `embedding`, `route`, `tool_call` and `reply`."""
+    """One question in flight. Stages fill in `embedding`, `route`, `tool_calls` and `reply`."""
 
     request: Ask
     ctx: Context
@@ -54,7 +54,7 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     embedding: Any = None
     route: Route | None = None
-    tool_call: tuple[str, dict[str, Any]] | None = None
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
     canned: str | None = None
     intent: str | None = None
     reply: Reply | None = None

@@ -84,6 +84,11 @@ class LlmWorker:
         try:
             turns = await self._turns(job)
             decider = self._decider(llm, job, local)
+            if decider is not None and local:
+                # The small model reads ~8-25 prompt tokens a second: a tool question gets
+                # its tools, not passages it would not use (and so cites none).
+                passages, scores = [], []
+                detail["passages"] = 0
             if self._loop is not None and decider is not None:
                 if self._durable is not None:
                     asked = Asked(request.id, request.text, passages, scores, turns,

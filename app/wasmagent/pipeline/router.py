@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from ..ports import Llm
 
 
-ToolParser = Callable[[str], "tuple[str, dict[str, Any]] | None"]
+ToolParser = Callable[[str], "list[tuple[str, dict[str, Any]]]"]
+"""Every tool call a question asks for by the rules, in order; none: `[]`."""
 
 GREETING = re.compile(
     r"^\s*(hi|hello|hey|hallo|good (morning|afternoon|evening)|howdy|yo)\b[\s!.,]*(there)?[\s!.]*$",
@@ -104,9 +105,9 @@ class Router:
             # The caller retrieved and routed already (the browser asking its server).
             job.route = Route.RETRIEVE
             return
-        call = self._parse_tool(text)
-        if call is not None:
-            job.route, job.tool_call = Route.TOOL, call
+        calls = self._parse_tool(text)
+        if calls:
+            job.route, job.tool_calls = Route.TOOL, tuple(calls)
             return
         rule = rule_route(text)
         if rule is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from ..answer.extractive import compose_answer
@@ -58,16 +59,25 @@ class RetrievalWorker:
 
 
 class ToolWorker:
-    """Runs the tool call the router recognised."""
+    """Runs the tool calls the router recognised (several at once for a question made of
+    several requests), one line of answer each, in the question's order."""
 
     def __init__(self, tools: ToolRegistry) -> None:
         self._tools = tools
 
     async def __call__(self, job: Job) -> Reply:
-        assert job.tool_call is not None, "the router sets tool_call for the tool route"
-        name, args = job.tool_call
-        result = await self._tools.call(name, args)
-        return Reply(result.text, Route.TOOL, detail={"tool": name, "arguments": args})
+        assert job.tool_calls, "the router sets tool_calls for the tool route"
+        done = await asyncio.gather(*(self._tools.call(name, args)
+                                      for name, args in job.tool_calls), return_exceptions=True)
+        for failed in done:
+            if isinstance(failed, BaseException):
+                raise failed  # the first failure, as a single call's would be
+        results = [r for r in done if not isinstance(r, BaseException)]
+        (name, args), *more = job.tool_calls
+        detail: dict[str, object] = {"tool": name, "arguments": args}
+        if more:
+            detail["calls"] = [{"tool": n, "arguments": a} for n, a in job.tool_calls]
+        return Reply("\n".join(r.text for r in results), Route.TOOL, detail=detail)
 
 
 class CannedWorker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..ports import Clock, LoopClock
 from .calculator import evaluate, render
 from .clock import register_clock_tools
-from .parsing import parse_tool_request
+from .parsing import parse_tool_request, parse_tool_requests
 from .registry import Tool, ToolRegistry, ToolResult
 
 
@@ -29,4 +29,4 @@ def default_tools(clock: Clock | None = None) -> ToolRegistry:
 
 
 __all__ = ["Tool", "ToolRegistry", "ToolResult", "default_tools", "evaluate",
-           "parse_tool_request"]
+           "parse_tool_request", "parse_tool_requests"]

@@ -3,12 +3,18 @@
 `parse_tool_request(text)` returns `(tool name, arguments)` or None. Arithmetic is recognised
 only when what remains after a lead-in ("what is", "compute", ...) is made of numbers,
 operators, parentheses and calculator function names, and the calculator can parse it; so
-"what is a list comprehension" or "what is 3.11's new feature" are never taken for math.
+"what is a list comprehension" or "what is 3.11's new feature" are never taken for math. A
+date request is recognised only when nothing but a lead-in precedes it, so that "what is 17.5%
+of 2,340, and how many days until Christmas?" is not answered with the days alone.
+
+`parse_tool_requests(text)` also takes questions made of several requests ("..., and ...",
+"...; ..."): every part must be one, or none is taken (a model, if any, then decides).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import AgentError, ErrorCode
@@ -55,15 +61,25 @@ def _math(text: str) -> str | None:
     return body
 
 
+_LEAD_WORDS = re.compile(
+    r"(?:(?:please|so|how|many|much|long|is|it|are|there|the|number|of|count|tell|me|what|"
+    r"whats|what's|do|does|i|have|we|left|remain|remaining|exactly)\s+)*")
+"""Words that may precede a date request in a question that asks only that."""
+
+
+def _alone(t: str, m: re.Match[str]) -> bool:
+    return _LEAD_WORDS.fullmatch(t[:m.start()]) is not None
+
+
 def _date_time(text: str) -> tuple[str, dict[str, Any]] | None:
     t = text.lower().strip().rstrip("?.! ")
-    if m := re.search(rf"\bdays? between {_DATE} and {_DATE}", t):
+    if (m := re.search(rf"\bdays? between {_DATE} and {_DATE}", t)) and _alone(t, m):
         return "days_between", {"start": m.group(1), "end": m.group(2)}
-    if m := re.search(rf"\bdays? since {_DATE}", t):
+    if (m := re.search(rf"\bdays? since {_DATE}", t)) and _alone(t, m):
         return "days_between", {"start": m.group(1), "end": "today"}
-    if m := re.search(rf"\b(?:days?|long) (?:until|till|to|before) {_DATE}$", t):
+    if (m := re.search(rf"\b(?:days?|long) (?:until|till|to|before) {_DATE}$", t)) and _alone(t, m):
         return "days_until", {"date": m.group(1)}
-    if m := re.search(rf"\btime(?: is it)?(?: now)? in {_ZONE}$", t):
+    if (m := re.search(rf"\btime(?: is it)?(?: now)? in {_ZONE}$", t)) and _alone(t, m):
         return "datetime_now", {"timezone": m.group(1).upper() if "/" not in m.group(1)
                                 else m.group(1)}
     patterns = [r"^what(?:'s| is)? the (?:current )?(?:time|date)(?: today| now)?$",
@@ -86,3 +102,21 @@ def parse_tool_request(text: str) -> tuple[str, dict[str, Any]] | None:
         return found
     expression = _math(text)
     return ("calculator", {"expression": expression}) if expression else None
+
+
+ToolRequest = tuple[str, dict[str, Any]]
+_PARTS = re.compile(r"\s*(?:[,;]\s*and\s+|\band\s+(?=(?:what|how|when|which|compute|calculate)\b)"
+                    r"|;\s*|\?\s+)", re.I)
+
+
+def parse_tool_requests(text: str, parse: Callable[[str], ToolRequest | None] = parse_tool_request
+                        ) -> list[ToolRequest]:
+    """Every tool call `text` asks for, in order, or none; see the module docstring."""
+    whole = parse(text)
+    if whole is not None:
+        return [whole]
+    parts = [p for p in _PARTS.split(text.strip()) if p.strip()]
+    if not 1 < len(parts) <= 4:
+        return []
+    found = [parse(p) for p in parts]
+    return [f for f in found if f is not None] if all(found) else []
