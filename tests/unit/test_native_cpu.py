@@ -139,3 +139,21 @@ def test_native_vectors_hold_on_an_emulated_avx2_only_cpu() -> None:
         f"int8 under qemu -cpu Haswell agrees with this CPU (worst cosine {drift:.4f}): either "
         "qemu now emulates VNNI or onnxruntime's AVX2 u8s8 kernel no longer saturates; this "
         "test then no longer proves that the uint8 model avoids the saturation")
+
+
+def test_the_graph_cache_keeps_one_optimised_copy_per_model(tmp_path: Path) -> None:
+    from wasmagent.hosts.native import OnnxInference
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR / "intent", models / "intent")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = [cache / "intent-6520-1-ort1.29.0.onnx", cache / "intent-6520-2-ort1.30.0.onnx"]
+    other = cache / "minilm-23000000-3-ort1.30.0.onnx"
+    for path in [*stale, other]:
+        path.write_bytes(b"an older optimised graph")
+    OnnxInference(models, cache_dir=cache).session("intent")
+    kept = sorted(p.name for p in cache.iterdir())
+    assert other.name in kept, "another model's graph stays"
+    assert not any(p.exists() for p in stale), "earlier versions of this one go"
+    assert len([k for k in kept if k.startswith("intent-")]) == 1

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -101,6 +102,17 @@ def ort_cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
     return Path(base) / "wasmagent"
 
 
+def _drop_stale(kept: Path, stem: str) -> None:
+    """Removes the cached graphs of earlier versions of `stem`'s model or runtime: each is a
+    full copy of the model (~23 MB), and every rebuild of the model file made a new one
+    (19 were found in one cache). Another checkout still using one recreates it once."""
+    pattern = re.compile(rf"{re.escape(stem)}-\d+-\d+-ort[\w.+-]+\.onnx")
+    for old in kept.parent.iterdir():
+        if old != kept and pattern.fullmatch(old.name):
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
 class OnnxInference:
     """The `Inference` port over onnxruntime; one session per model, created on first use or,
     for the models in `preload`, at once on a thread of their own."""
@@ -153,6 +165,7 @@ class OnnxInference:
                 session = ort.InferenceSession(str(path), options,
                                                providers=["CPUExecutionProvider"])
                 os.replace(partial, cached)
+                _drop_stale(cached, path.stem)
                 return session
             except Exception:
                 # An unwritable cache must not cost the model: create it again without.
