@@ -151,6 +151,11 @@ def test_the_servers_model_calls_this_browsers_tools_and_the_steps_are_shown(
     expect(steps.locator("li").nth(1)).to_contain_text("days_until(2026-12-25) → ")
     expect(reply.locator(".text")).to_contain_text("The tools say: 17 * 23 = 391")
     expect(reply.locator(".from")).to_contain_text("server")
+    # The tools' results are cited beside the passages, and open like one.
+    tool_source = reply.locator(".sources a", has_text="calculator(17 * 23)")
+    tool_source.click()
+    expect(page.locator("#viewer-body")).to_have_text("17 * 23 = 391")
+    page.keyboard.press("Escape")
     steps.locator("summary").click()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "agent-tool-steps-desktop.png"))

@@ -79,7 +79,9 @@ async def test_a_tool_question_runs_the_loop_on_the_local_model_with_its_tools_o
     assert [e["name"] for e in events if e["type"] == "tool_result"] == ["calculator"]
     prompt = local.decoder.seen[0][0][-1]["content"]
     assert "[1]" not in prompt, "its tools, not passages it would not use"
-    assert reply.citations == ()
+    [cited] = reply.citations  # the tool's result, citable as a passage is
+    assert (cited.source, cited.title, cited.snippet) == (
+        "tool:calculator", "calculator(17 * 23)", "17 * 23 = 391")
     assert local.streamed == []
 
 

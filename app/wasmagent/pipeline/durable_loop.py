@@ -60,7 +60,7 @@ from ..telemetry import Log, fallback_log
 from ..tenancy import PrefixStaging, Staging, tenant_prefix
 from ..workflow import JobStopped, Run, Tx, Workflows
 from .pipeline import _history_puts
-from .tool_loop import LoopOutcome, ToolLoop
+from .tool_loop import LoopOutcome, ToolLoop, tool_sources
 
 KIND = "answer"
 STORE_TROUBLE = (ErrorCode.STORAGE, ErrorCode.CONFLICT)
@@ -223,7 +223,8 @@ class DurableLoops:
             # Delivered (and saved in the history): keeping the job would only crowd out the
             # ones a user looks for in `jobs.list`.
             run.forget_when_finished = True
-        cited = self._cite(outcome.text, asked.passages, asked.scores)
+        cited = [*self._cite(outcome.text, asked.passages, asked.scores),
+                 *tool_sources(outcome.calls)]
         return {"request": asked.request_id, "question": asked.question, "answer": outcome.text,
                 "route": asked.route, "citations": [asdict(c) for c in cited],
                 "conversation": asked.conversation, "steps": outcome.steps,
@@ -282,7 +283,8 @@ class DurableLoops:
 
     def _record(self, asked: Asked, outcome: LoopOutcome, total_ms: float) -> dict[str, Any]:
         """The turn's history record, as the pipeline writes every other one."""
-        cited = self._cite(outcome.text, asked.passages, asked.scores)
+        cited = [*self._cite(outcome.text, asked.passages, asked.scores),
+                 *tool_sources(outcome.calls)]
         return {"id": asked.request_id, "question": asked.question, "answer": outcome.text,
                 "route": asked.route, "citations": [asdict(replace(c, score=round(c.score, 4)))
                                               for c in cited],

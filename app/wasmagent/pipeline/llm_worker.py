@@ -34,7 +34,7 @@ from ..workflow import Workflows
 from .durable_loop import Asked, DurableLoops
 from .jobs import Job, Reply, Route
 from .pipeline import conversation_turns
-from .tool_loop import ToolLoop
+from .tool_loop import ToolLoop, tool_sources
 from .workers import search, source_refs
 
 LLM_PASSAGES = 5
@@ -81,6 +81,7 @@ class LlmWorker:
         detail: dict[str, object] = {"llm": llm.name, "passages": len(passages)}
         scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
         saved = False
+        from_tools: tuple[Source, ...] = ()  # tool results, citable beside the passages
         try:
             turns = await self._turns(job)
             decider = self._decider(llm, job, local)
@@ -103,6 +104,7 @@ class LlmWorker:
                                                    llm=decider)
                 job.timings.update(steps=outcome.steps, model=round(outcome.model_ms, 3),
                                    tools=round(outcome.tool_ms, 3))
+                from_tools = tool_sources(outcome.calls)
                 detail.update(steps=outcome.steps, calls=len(outcome.calls))
             else:
                 async for piece in llm.stream(request.text, passages, job.ctx, turns=turns,
@@ -116,8 +118,8 @@ class LlmWorker:
         text = "".join(pieces)
         # The user is told which model wrote it: a server's LLM and the 135M local one differ.
         route = Route.LOCAL_LLM if local else Route.LLM
-        return Reply(text, route, _citations(text, passages, scores), confident=True,
-                     detail=detail, streamed=True, saved=saved)
+        return Reply(text, route, _citations(text, passages, scores) + from_tools,
+                     confident=True, detail=detail, streamed=True, saved=saved)
 
     def _decider(self, llm: Llm, job: Job, local: bool) -> ToolLlm | None:
         """The model that runs the agent loop for this question, if any (module docstring)."""

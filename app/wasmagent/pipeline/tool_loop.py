@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from ..errors import AgentError, ErrorCode
 from ..llm.wire import build_messages
 from ..ports import Clock, ToolCallRequest, ToolLlm, Turn
-from ..protocol import Delta, Event, PassageIn, ToolCalled, ToolReturned
+from ..protocol import Delta, Event, PassageIn, Source, ToolCalled, ToolReturned
 from ..runtime.context import Context
 from ..tools import ToolRegistry
 
@@ -286,6 +286,32 @@ class ToolLoop:
                 raise  # the request's own cancellation or deadline: the loop ends with it
             ok, text = False, f"error ({exc.code.value}): {exc.message}"
         return Step(call, ok, text, (self._clock.monotonic() - started) * 1000)
+
+
+def tool_sources(steps: Sequence[Step]) -> tuple[Source, ...]:
+    """The tool results an answer builds on, citable beside its passages: one source per
+    call that succeeded (`tool:<name>`, titled as the call reads, its result as the snippet),
+    the same call once."""
+    found: dict[tuple[str, str], Source] = {}
+    for step in steps:
+        key = (step.call.name, step.call.arguments)
+        if step.ok and key not in found:
+            found[key] = Source(f"tool:{step.call.name}", _shown(step.call), "", 1.0,
+                                step.text[:300])
+    return tuple(found.values())
+
+
+def _shown(call: ToolCallRequest) -> str:
+    """`calculator(17 * 23)`, `days_between(start='2026-01-01', end='2026-12-25')`."""
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError:
+        return f"{call.name}({call.arguments})"
+    if isinstance(args, dict) and len(args) == 1:
+        return f"{call.name}({next(iter(args.values()))})"
+    if isinstance(args, dict):
+        return f"{call.name}(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+    return f"{call.name}({call.arguments})"
 
 
 def _messages(question: str, passages: Sequence[PassageIn], turns: Sequence[Turn]
