@@ -35,16 +35,6 @@ SYNONYMS: dict[str, str] = {
     "stacktrace": "traceback", "debugger": "pdb", "slow": "performance",
     "speed": "performance", "benchmark": "timeit", "env": "environment", "args": "arguments",
     "kwargs": "keyword", "nan": "isnan", "average": "mean", "commandline": "command",
-    "big": "size", "recursively": "recursive", "approximately": "approximate close",
-    "approximate": "close", "regex": "regular expression", "regexp": "regular expression",
-    "duplicates": "unique set", "merge": "update join", "combine": "join",
-    "concatenate": "join", "shuffle": "random", "randomly": "random", "wait": "sleep",
-    "shell": "subprocess", "background": "thread daemon", "temporary": "tempfile",
-    "temp": "tempfile", "spreadsheet": "csv", "excel": "csv", "serialize": "pickle json",
-    "serialise": "pickle json", "memoize": "lru_cache cache", "logger": "logging",
-    "profiling": "profile", "profiler": "profile", "encrypt": "ssl hashlib",
-    "hashing": "hashlib", "asynchronously": "asynchronous", "concurrently": "concurrent",
-    "cwd": "getcwd", "traverse": "walk", "homedir": "expanduser",
 }
 
 # Common programming words in other languages -> English (lower case, accents kept).
@@ -101,53 +91,6 @@ GLOSSARY: dict[str, str] = {
     "converter": "convert", "obter": "get", "excluir": "remove delete", "apagar": "remove",
     "procurar": "search find", "substituir": "replace", "chave": "key", "pacote": "package",
     "executar": "run execute", "pasta": "directory", "laço": "loop",
-    # More everyday verbs and nouns (none of them an English word: they mark a question
-    # foreign)
-    "entfernen": "remove", "hinzufügen": "add append", "zählen": "count", "größe": "size",
-    "länge": "length", "umkehren": "reverse", "herunterladen": "download urlopen",
-    "verbinden": "connect join", "wörter": "words", "tabelle": "table", "zeichen": "character",
-    "heute": "today date", "heutige": "today date", "zufällig": "random", "kopie": "copy",
-    "speichern": "save write", "senden": "send", "empfangen": "receive", "prozess": "process",
-    "ganzzahl": "integer", "aufrufen": "call", "beenden": "exit terminate", "öffnen": "open",
-    "schließen": "close", "aufteilen": "split", "verketten": "concatenate join",
-    "formatieren": "format", "runden": "round", "vergleichen": "compare", "enthält": "contains",
-    "umgebungsvariable": "environment variable",
-    "quitar": "remove", "agregar": "add append", "añadir": "add append", "contar": "count",
-    "tamaño": "size", "longitud": "length", "invertir": "reverse", "unir": "join",
-    "descargar": "download urlopen", "hilos": "threads", "proceso": "process",
-    "procesos": "processes", "palabras": "words", "mayúsculas": "upper",
-    "minúsculas": "lower", "guardar": "save write", "cargar": "load", "enviar": "send",
-    "abrir": "open", "cerrar": "close", "llamar": "call", "entero": "integer",
-    "redondear": "round", "comparar": "compare", "contiene": "contains", "vacío": "empty",
-    "iterar": "iterate", "recorrer": "iterate loop", "elemento": "element item",
-    "elementos": "elements items", "fichero": "file", "ficheros": "files",
-    "directorio": "directory", "ruta": "path", "módulo": "module", "importar": "import",
-    "fechas": "dates", "mostrar": "print display", "tiempo": "time", "correo": "email",
-    "prueba": "test", "pruebas": "tests", "expresión": "expression",
-    "expresiones": "expressions", "regulares": "regular", "tipo": "type",
-    "comprobar": "check", "verificar": "check",
-    "ajouter": "add append", "compter": "count", "taille": "size", "longueur": "length",
-    "inverser": "reverse", "télécharger": "download urlopen", "mots": "words",
-    "majuscules": "upper", "minuscules": "lower", "enregistrer": "save write",
-    "sauvegarder": "save write", "envoyer": "send", "ouvrir": "open", "fermer": "close",
-    "appeler": "call", "entier": "integer", "arrondir": "round", "contient": "contains",
-    "parcourir": "iterate loop", "élément": "element item", "éléments": "elements items",
-    "chemin": "path", "vérifier": "check", "courriel": "email",
-    "ordinare": "sort", "aggiungere": "add append", "contare": "count",
-    "dimensione": "size", "lunghezza": "length", "invertire": "reverse",
-    "scaricare": "download urlopen", "salvare": "save write", "caricare": "load",
-    "inviare": "send", "aprire": "open", "chiudere": "close", "chiamare": "call",
-    "intero": "integer", "arrotondare": "round", "confrontare": "compare", "vuoto": "empty",
-    "percorso": "path", "importare": "import", "verificare": "check", "controllare": "check",
-    "creare": "create", "stringa": "string", "numero": "number", "casuale": "random",
-    "riga": "line", "righe": "lines", "errore": "error", "eccezione": "exception",
-    "eccezioni": "exceptions", "dizionario": "dict", "funzione": "function",
-    "adicionar": "add append", "tamanho": "size", "comprimento": "length",
-    "baixar": "download urlopen", "palavras": "words", "salvar": "save write",
-    "carregar": "load", "fechar": "close", "chamar": "call", "inteiro": "integer",
-    "arredondar": "round", "vazio": "empty", "caminho": "path", "arquivos": "files",
-    "linha": "line", "linhas": "lines", "erro": "error", "exceção": "exception",
-    "aleatório": "random", "função": "function", "diretório": "directory",
 }
 ENGLISH_TOO = frozenset({"actual", "expressions"})
 """Glossary words that are English too: they do not make a question foreign."""
@@ -161,12 +104,7 @@ cómo como qué que el la los las un una unos unas de del en y o para por con mi
 lo es obtengo hago puedo
 comment le les une des du et ou pour avec dans mon ma mes est qui sur je faire
 il gli di da per mio che posso
-faço fazer os as um uma do da em no na com meu posso
-ob alle jede jeden im vom zum zur bis nach wenn dann aber auch noch nur sich wird werden sind
-cuando pero también sin sobre entre cada todos todas está son hay tengo quiero puede
-quand mais aussi sans chaque tous toutes sont veux peux ce cette ces au aux
-il lo le una uno dei delle nel nella su quando ogni tutti voglio
-num numa pelo pela quero pode""".split())  # noqa: SIM905
+faço fazer os as um uma do da em no na com meu posso""".split())  # noqa: SIM905
 
 _ERRNO = re.compile(r"\[?errno \d+\]?", re.I)
 _MARKUP = re.compile(r"<[^<>]{0,400}>")
@@ -224,21 +162,3 @@ CHANGES = re.compile(r"\b(?:new|changed?|changes|added|removed|deprecated|versio
 def asks_about_changes(query: str) -> bool:
     """Whether the question is about versions or changes (then release notes may answer)."""
     return bool(CHANGES.search(query))
-
-
-_WHY = re.compile(r"^\s*(?:why|is|are|does|do|what happens)\b", re.I)
-
-
-def asks_why(query: str) -> bool:
-    """Whether the question asks why, or whether something is so (FAQ pages answer those)."""
-    return bool(_WHY.search(query))
-
-
-# C, C++, a C-API name (`PyObject`, `Py_INCREF`) or words about extending and embedding.
-_ABOUT_C = re.compile(r"\bC\b|\bC\+\+|\bPy[A-Z_]\w+|(?i:c-api|\bcapi\b|extension module|"
-                      r"\bembed|\bcpython\b|refcount|reference count)")
-
-
-def asks_about_c(query: str) -> bool:
-    """Whether the question is about C (then C-API reference pages may answer)."""
-    return bool(_ABOUT_C.search(query))
