@@ -2,15 +2,14 @@
 
 `worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
 `post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
-`web/worker/ort-host.js` in a worker of its own, reached through `ort-client.js`), `store`
-(IndexedDB, `web/worker/idb-store.js`, or `{error}` when unavailable),
+`web/worker/ort-host.js`), `store` (IndexedDB, `web/worker/idb-store.js`, or `{error}` when
+unavailable),
 `kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
 `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
 Tensors cross into JS as typed arrays made from the `array` buffers in one copy
-(`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array), move to
-onnxruntime's worker and back by transfer (no copy), and come back into Python with
-`to_bytes()` (one copy), never element by element.
+(`to_js(memoryview(...))`: int64 -> BigInt64Array, float32 -> Float32Array) and come back
+with `to_bytes()` (one copy), never element by element.
 """
 
 from __future__ import annotations
