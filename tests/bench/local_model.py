@@ -4,8 +4,8 @@ Each run opens a fresh cross-origin isolated page of dist/ (same origin as the a
 wllama files and GGUF), loads the model from a Blob as the app does from Cache Storage, warms it
 with one token as the app does, then answers one grounded question with the app's prompt
 shape (system prompt + 2 passages of 400 characters): load time, time to first token, and
-wllama's own prompt and decode speeds. Answer quality against extractive answers is not
-measured here yet.
+wllama's own prompt and decode speeds. Answer quality against extractive answers is the
+`local_quality` section (local_quality.py), which reuses this module's page scripts.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from boot import DIST, serving
 from wasmagent.llm.wire import build_messages
 from wasmagent.protocol import PassageIn
 
-PROBE = """async ([threads, system, user]) => {
+LOAD = """async (threads) => {
   const { Wllama } = await import('/wllama/index.js');
   const w = new Wllama({default: new URL('/wllama/wllama.wasm', location.href).href},
                        {suppressNativeLog: true});
@@ -26,21 +26,29 @@ PROBE = """async ([threads, system, user]) => {
   const t0 = performance.now();
   await w.loadModel([blob], {n_ctx: 2048, n_threads: threads});
   await w.createChatCompletion({messages: [{role: 'user', content: 'Hi'}], max_tokens: 1});
-  const loaded = performance.now();
+  self.benchWllama = w;
+  return {load_ms: performance.now() - t0, threads: w.getNumThreads()};
+}"""
+"""Loads the model as llm-host.js does (n_ctx 2048, a 1-token warm-up) and keeps it in the page."""
+
+GENERATE = """async ([messages, maxTokens]) => {
+  const t0 = performance.now();
   let first = null, timings = null, text = '';
-  const chunks = await w.createChatCompletion({stream: true, max_tokens: 64, temperature: 0,
-    messages: [{role: 'system', content: system}, {role: 'user', content: user}]});
+  const pieces = [];
+  const chunks = await self.benchWllama.createChatCompletion({stream: true,
+    max_tokens: maxTokens, temperature: 0, messages});
   for await (const c of chunks) {
     if (c.timings) timings = c.timings;
     const d = c.choices?.[0]?.delta?.content;
-    if (d) { first ??= performance.now() - loaded; text += d; }
+    if (d) { first ??= performance.now() - t0; text += d; pieces.push(d); }
   }
-  const used = w.getNumThreads();
-  await w.exit();
-  return {load_ms: loaded - t0, first_token_ms: first, text, threads: used,
+  return {first_token_ms: first, ms: performance.now() - t0, text, pieces,
           prompt_tokens: timings?.prompt_n, prompt_tps: timings?.prompt_per_second,
           decode_tokens: timings?.predicted_n, decode_tps: timings?.predicted_per_second};
 }"""
+"""One greedy, streamed answer as llm-host.js's `generate` asks for it."""
+
+EXIT = "self.benchWllama.exit()"
 
 PASSAGE = ("The embeddings come from sentence-transformers/all-MiniLM-L6-v2, exported to ONNX "
            "with opset 17 and quantized to int8 per channel: 23 MB, cosine to PyTorch 0.991 on "
@@ -65,7 +73,13 @@ def run(ctx: Any) -> dict[str, Any]:
                 page = ctx.browser.new_page()
                 try:
                     page.goto(url + "models/smollm2/model.json")
-                    samples.append(page.evaluate(PROBE, [threads, system, user]))
+                    loaded = page.evaluate(LOAD, threads)
+                    messages = [{"role": "system", "content": system},
+                                {"role": "user", "content": user}]
+                    answer = page.evaluate(GENERATE, [messages, 64])
+                    answer.pop("pieces")
+                    page.evaluate(EXIT)
+                    samples.append({**loaded, **answer})
                 finally:
                     page.close()
             out["runs"][str(threads)] = samples
@@ -93,7 +107,6 @@ def render(section: dict[str, Any]) -> list[str]:
     # (The sample answer stays in bench-results.json, not here: BENCHMARKS.md is part of the
     # app's own knowledge base, and a 135M model's loose sentences would be quoted as facts.)
     lines += ["",
-              "Answer quality (citation validity, supported statements) against extractive "
-              "answers on eval_pydocs.jsonl is not measured yet: extractive answers stay the "
-              "default.", ""]
+              "Answer quality against extractive answers: section \"Local model vs "
+              "extractive: answer quality\".", ""]
     return lines

@@ -83,7 +83,7 @@ def sections() -> dict[str, Callable[[BenchContext], dict[str, Any]]]:
         "boot": lambda ctx: boot.run(ctx.browser, ctx.repeats(5, 2)),
     }
     for name in ("embed", "e2e", "quality", "ingest", "peers", "server", "agent_loop",
-                 "local_model"):  # e2e: KB
+                 "local_model", "local_quality"):  # e2e: KB
         path = HERE / f"{name}.py"
         if path.exists():
             module = __import__(name)

@@ -5,6 +5,7 @@ import { CHANNEL, canStore, installModel, modelInstalled, removeModel } from "..
 
 const $ = (id) => document.getElementById(id);
 const MB = 1048576;
+const EXTRACTS = "Answers stay cited extracts.";
 
 const STATES = {
   absent: "Not installed: answers are cited extracts.",
@@ -34,7 +35,7 @@ export function modelPanel() {
   channel.onmessage = ({ data }) => {
     if (data?.kind !== "state") return;
     document.body.dataset.localModelState = data.state;
-    if (data.state === "failed") say(`${data.error} Answers stay cited extracts.`);
+    if (data.state === "failed") say(`${data.error}. ${EXTRACTS}`);
     else if (data.state === "ready" && loaded) say("Loaded for this visit (not stored): answers are written by the local model, with citations.");
     else say(STATES[data.state] || "");
   };
@@ -58,7 +59,7 @@ export function modelPanel() {
       say(keep ? "Installed; loading the model…" : "Loading the model for this visit…");
       show(true);
     } catch (err) {
-      say(err.code === "cancelled" ? "Download cancelled; nothing was stored." : err.message);
+      say(err.code === "cancelled" ? "Download cancelled; nothing was stored." : `${err.message}. ${EXTRACTS}`);
       show(false);
     } finally {
       download = null;
