@@ -57,3 +57,14 @@ async def test_short_sentences_may_recur() -> None:
 async def test_a_repeat_cut_off_at_the_end_is_dropped() -> None:
     out = "".join(await _run(Source("Install it with pip.", " Install it with pip.")))
     assert out == "Install it with pip."
+
+
+async def test_a_line_repeated_without_a_full_stop_stops_too() -> None:
+    source = Source(*["f-string debugging", " with =\n"] * 8)
+    assert "".join(await _run(source)).rstrip() == "f-string debugging with ="
+    assert source.closed_early
+
+
+async def test_lines_that_differ_all_pass() -> None:
+    lines = Source("- print(f'{x=}')\n", "- print(f'{y=}')\n", "- both work")
+    assert "".join(await _run(lines)) == "- print(f'{x=}')\n- print(f'{y=}')\n- both work"
