@@ -134,11 +134,7 @@ def test_the_servers_model_calls_this_browsers_tools_and_the_steps_are_shown(
     browser (the server only relays the model), each step shows as it happens, and the answer
     uses their results."""
     page = page_app.page
-    page.get_by_role("button", name="Knowledge").click()
-    page.locator("#server-settings summary").click()
-    page.get_by_label("Server WebSocket URL").fill(servers.server.ws_url)
-    page.get_by_role("button", name="Connect", exact=True).click()
-    expect(page.locator("#server")).to_contain_text("connected")
+    _link(page, servers)
     servers.fake.control(delay=0, script=["call:" + json.dumps([
         {"name": "calculator", "arguments": {"expression": "17 * 23"}},
         {"name": "days_until", "arguments": {"date": "2026-12-25"}}])])
@@ -168,11 +164,7 @@ def test_a_reload_mid_answer_resumes_the_run_and_shows_its_answer_under_its_ques
     worker resumes the journaled run (the calls' results are not redone) and the answer
     appears under its question, with its steps, once the run finishes."""
     page = page_app.page
-    page.get_by_role("button", name="Knowledge").click()
-    page.locator("#server-settings summary").click()
-    page.get_by_label("Server WebSocket URL").fill(servers.server.ws_url)
-    page.get_by_role("button", name="Connect", exact=True).click()
-    expect(page.locator("#server")).to_contain_text("connected")
+    _link(page, servers)
     servers.fake.control(delay=0, script=["call:" + json.dumps([
         {"name": "calculator", "arguments": {"expression": "17 * 23"}}]), "hang"])
     page.get_by_role("textbox", name="Ask").fill(TWO_TOOLS)
@@ -212,6 +204,15 @@ class Sockets:
     def saved(self) -> str | None:
         found: str | None = self.page.evaluate(f"localStorage.getItem({SERVER_KEY!r})")
         return found
+
+
+def _link(page: Page, servers: Servers) -> None:
+    """Link the page to the agent server as a user does, from Knowledge → Server."""
+    page.get_by_role("button", name="Knowledge").click()
+    page.locator("#server-settings summary").click()
+    page.get_by_label("Server WebSocket URL").fill(servers.server.ws_url)
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("#server")).to_contain_text("connected")
 
 
 def _open(page: Page, url: str) -> None:
