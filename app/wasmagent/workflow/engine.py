@@ -307,9 +307,16 @@ class Workflows:
             try:
                 await self.store.commit(puts, deletes, {meta_key(job_id): raw})
             except AgentError as exc:
-                if exc.code is ErrorCode.CONFLICT:
-                    continue  # the job just wrote a step: read it again
-                raise
+                if exc.code is not ErrorCode.CONFLICT:
+                    raise
+                # The job just wrote a step or its progress: read it again. One running here
+                # is stopped first: a busy ingestion reports progress often enough to win
+                # every race (seen: "kept changing" on a cancelled 1,200-passage ingest).
+                running = self._local.get(job_id)
+                if running is not None and not running.task.done():
+                    running.task.cancel(STOPPED)
+                    await asyncio.wait({running.task})
+                continue
             local = self._local.get(job_id)
             if local is not None:
                 local.task.cancel(STOPPED)
