@@ -16,7 +16,7 @@ import pytest
 
 from wasmagent.errors import ErrorCode, UpstreamError
 from wasmagent.llm.grammar import tool_grammar
-from wasmagent.llm.json_tools import StepReader, json_turn, must_call, plain_messages
+from wasmagent.llm.json_tools import json_turn, must_call, plain_messages, read_calls
 from wasmagent.pipeline.tool_loop import ToolLoop
 from wasmagent.ports import LoopClock, ToolCallRequest
 from wasmagent.protocol import Event, PassageIn
@@ -92,19 +92,14 @@ def test_tool_calls_come_out_whole_with_ids_unique_per_turn() -> None:
     text = json.dumps({"tool_calls": [
         {"name": "calculator", "arguments": {"expression": "2340 * 0.175"}},
         {"name": "days_until", "arguments": {"date": "2026-12-25"}}]}, indent=2)
-    reader = StepReader("t")
-    for piece in pieces(text, 3):
-        reader.feed(piece)
-    calls = reader.finish()
+    calls = read_calls(text, "t")
     assert [(c.id, c.name) for c in calls] == [("t_1", "calculator"), ("t_2", "days_until")]
     assert json.loads(calls[0].arguments) == {"expression": "2340 * 0.175"}
 
 
 def test_a_reply_cut_off_by_the_token_budget_is_a_typed_error() -> None:
-    reader = StepReader("t")
-    reader.feed('{"tool_calls": [{"name": "calculator", "arguments": {"expre')
     with pytest.raises(UpstreamError) as caught:
-        reader.finish()
+        read_calls('{"tool_calls": [{"name": "calculator", "arguments": {"expre', "t")
     assert caught.value.code is ErrorCode.UPSTREAM
     assert "cut off" in caught.value.message
 

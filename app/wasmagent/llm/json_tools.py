@@ -9,7 +9,7 @@ template for it ignores OpenAI `tools`. So the agent loop's turns are asked diff
       {"tool_calls":[{"name":"calculator","arguments":{"expression":"17 * 23"}}]}
 
   so every call parses, names a registered tool and fits its parameters: a small model can
-  still choose badly, but never malformed. `StepReader` turns the JSON into tool calls.
+  still choose badly, but never malformed. `read_calls` turns the JSON into tool calls.
 - Once results are back, the model answers in plain text, streamed as it is decoded (and
   stopped at its first repeated sentence, `repetition.py`). It is not offered tools again:
   asked to choose again, the 135M model repeated its calls (measured), and each turn costs
@@ -58,13 +58,11 @@ async def json_turn(generate: Generate, messages: Sequence[Mapping[str, Any]],
             async for piece in pieces:
                 yield piece
         return
-    turn = 1 + sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
-    # Ids unique within a run: a durable run names its journal steps after them.
-    reader = StepReader(f"json{turn}")
     async with aclosing(generate(plain, tool_grammar(tools))) as pieces:
-        async for piece in pieces:
-            reader.feed(piece)
-    for call in reader.finish():
+        raw = "".join([piece async for piece in pieces])
+    # (A run has one tool turn, so its call ids are unique within the run, as a durable run
+    # needs: it names its journal steps after them.)
+    for call in read_calls(raw, "json1"):
         yield call
 
 
@@ -124,28 +122,17 @@ def _loads(text: str) -> Any:
         return text
 
 
-class StepReader:
-    """Gathers a tool turn's JSON as it streams; `finish()` returns its tool calls and raises
-    `UpstreamError` when the object is incomplete (the token budget ran out mid-call) or not
-    what the schema allows."""
-
-    def __init__(self, call_prefix: str = "local") -> None:
-        self._text: list[str] = []
-        self._prefix = call_prefix
-
-    def feed(self, piece: str) -> None:
-        self._text.append(piece)
-
-    def finish(self) -> list[ToolCallRequest]:
-        raw = "".join(self._text)
-        try:
-            step = json.loads(raw)
-        except ValueError:
-            raise UpstreamError("the local model's tool call was cut off before it was "
-                                f"complete ({len(raw)} characters)", retryable=False) from None
-        calls = step.get("tool_calls") if isinstance(step, dict) else None
-        if not isinstance(calls, list) or not calls:
-            raise UpstreamError("the local model replied without tool calls", retryable=False)
-        return [ToolCallRequest(f"{self._prefix}_{n}", str(c.get("name")),
-                                json.dumps(c.get("arguments", {})))
-                for n, c in enumerate(calls, 1) if isinstance(c, dict)]
+def read_calls(raw: str, prefix: str) -> list[ToolCallRequest]:
+    """A tool turn's calls from its JSON; `UpstreamError` when the object is incomplete (the
+    token budget ran out mid-call) or not what the grammar allows."""
+    try:
+        step = json.loads(raw)
+    except ValueError:
+        raise UpstreamError("the local model's tool call was cut off before it was "
+                            f"complete ({len(raw)} characters)", retryable=False) from None
+    calls = step.get("tool_calls") if isinstance(step, dict) else None
+    if not isinstance(calls, list) or not calls:
+        raise UpstreamError("the local model replied without tool calls", retryable=False)
+    return [ToolCallRequest(f"{prefix}_{n}", str(c.get("name")),
+                            json.dumps(c.get("arguments", {})))
+            for n, c in enumerate(calls, 1) if isinstance(c, dict)]
