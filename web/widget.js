@@ -7,6 +7,9 @@
  * CSP. The page and the frame talk through one MessagePort handed over with the app's origin as
  * the explicit target origin: this script never listens to window messages at all.
  *
+ * data-server="wss://agent.example.com/v1/ws": answers come from the site owner's agent server
+ * (its LLM decides, the owner's tools still run in the visitor's browser); checked in the frame.
+ *
  * API: wasmagent.open(), .close(), .toggle(), .preload(), .ask(text) -> Promise<answer>,
  * .on("ready" | "answer" | "error" | "open" | "close", fn) -> unsubscribe.
  */
@@ -18,7 +21,7 @@
   const d = script.dataset;
   const accent = d.accent && CSS.supports("color", d.accent) ? d.accent : "";
   const title = (d.title || "Assistant").slice(0, 80);
-  const config = { kb: d.kb || "default", title, welcome: d.welcome || "", accent, tools: !!d.tools, model: d.model === "local" ? "local" : "" };
+  const config = { kb: d.kb || "default", title, welcome: d.welcome || "", accent, tools: !!d.tools, model: d.model === "local" ? "local" : "", server: d.server || "" };
 
   const listeners = {};
   const emit = (type, detail) => (listeners[type] || []).forEach((fn) => {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from playwright.sync_api import Browser, BrowserContext, Frame, FrameLocator, Pa
 
 from wasmagent.hosts.server.static import StaticServer, make_server
 
+from ..support.processes import start_fake, start_server
 from .conftest import BOOT_TIMEOUT_MS, DIST, LOCAL_HOSTS, NEXT_FRAMES, ROOT, WAIT_MS
 
 HOST_SITE = Path(__file__).parent / "host_site"
@@ -79,6 +81,7 @@ class Sites:
     app: str
     host: str
     stranger: str
+    pages: Path
 
 
 def _app_root(tmp: Path) -> Path:
@@ -125,7 +128,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     servers = [*hosts, app_server]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Sites(app, host, stranger)
+    yield Sites(app, host, stranger, pages)
     for server in servers:
         server.shutdown()
         server.server_close()
@@ -473,9 +476,61 @@ def test_a_cross_origin_isolated_host_can_embed_it(browser: Browser, sites: Site
             wasmagent.on('error', (detail) => hostLog.events.push({type: 'error', detail})); }""")
         answer = page.evaluate("wasmagent.ask('what is 2^10')")
         assert answer["text"] == "2^10 = 1024"
-        # Its data-kb names a knowledge base the app does not ship: said once, clearly.
-        missing = visit.wait_for_event("error")["detail"]
-        assert missing["code"] == "not_found"
+        # Its data-kb names a knowledge base the app does not ship, and its data-server an
+        # unencrypted address on another computer: each said once, clearly; answers go on here.
+        visit.page.wait_for_function("hostLog.events.length >= 2", timeout=BOOT_TIMEOUT_MS)
+        errors = {e["detail"]["code"]: e["detail"] for e in visit.events("error")}
+        assert errors.keys() == {"not_found", "bad_message"}
+        refused = errors["bad_message"]["message"]
+        assert refused.startswith('data-server="ws://agent.acme.example/v1/ws": ')
+        assert "unencrypted ws:// address is allowed only to this computer" in refused
+        assert page.evaluate("wasmagent.ask('what is 2^11')")["route"] == "tool"
+        missing = errors["not_found"]
         assert missing["message"].startswith('data-kb="missing": ')
         assert "kb/missing.kv: HTTP 404" in missing["message"]
         assert visit.errors == []
+
+
+def test_linked_to_the_owners_server_its_model_calls_the_owners_tool_in_the_visitors_browser(
+    browser: Browser, sites: Sites, tmp_path: Path
+) -> None:
+    """data-server: the owner's agent server's model (a scripted upstream) decides to call the
+    owner's `shipping` tool and the built-in calculator. The server only relays the model: the
+    owner's code exists only in the visitor's browser, so its result can come from nowhere else."""
+    fake = start_fake(tmp_path)
+    server = None
+    try:
+        server = start_server(tmp_path, fake, "--allow-origin", sites.app)
+        page_file = sites.pages / "server.html"
+        page_file.write_text(page_file.read_text().replace("{{SERVER}}", server.ws_url))
+        fake.control(script=["call:" + json.dumps([
+            {"name": "shipping", "arguments": {"kilos": 2.5}},
+            {"name": "calculator", "arguments": {"expression": "17 * 23"}}])])
+        with _visiting(browser, f"{sites.host}/server.html") as visit:
+            visit.page.get_by_role("button", name="Acme help", exact=True).click()
+            ready = visit.wait_for_event("ready")["detail"]
+            origin = f"ws://127.0.0.1:{server.port}"
+            assert ready["server"] == origin
+            assert ready["tools"] == ["opening_hours", "shipping"]
+            panel = visit.widget()
+            expect(panel.locator("#server-note")).to_contain_text(f"agent server {origin} (connected)")
+            reply = _ask_in_panel(visit, "What would sending a parcel of two and a half kilos "
+                                         "cost, and what is seventeen times twenty-three?")
+            steps = reply.locator(".steps")
+            expect(steps.locator("summary")).to_have_text("2 tool calls")
+            expect(steps.locator("li").first).to_have_text(
+                "shipping(2.5) → Shipping 2.5 kg costs 7.75 EUR.")
+            expect(steps.locator("li").nth(1)).to_have_text("calculator(17 * 23) → 17 * 23 = 391")
+            expect(reply.locator(".text")).to_contain_text(
+                "The tools say: Shipping 2.5 kg costs 7.75 EUR.; 17 * 23 = 391")
+            expect(reply.locator(".from")).to_have_text(f"Answer from the server {origin}")
+            answer = visit.wait_for_event("answer")["detail"]
+            assert answer["route"] == "llm"
+            assert {c["source"] for c in answer["citations"]} >= {"tool:shipping", "tool:calculator"}
+            steps.locator("summary").click()
+            _shot(visit.page, "widget-server-tools")
+            assert visit.errors == []
+    finally:
+        if server is not None:
+            server.proc.stop()
+        fake.stop()

@@ -7,6 +7,8 @@
 // Everything after that goes through the port, which only that parent holds: no other window
 // message is ever read, so a page from any other origin can post here all it likes.
 
+import { checkServerUrl } from "../worker/server-link.js";
+
 export const HANDSHAKE = 1;
 const KB_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -48,7 +50,17 @@ function cleanConfig(raw = {}) {
     tools: raw.tools === true,
     // "local": offer the visitor the opt-in local model; the download stays their choice.
     model: raw.model === "local" ? "local" : "",
+    server: cleanServer(raw.server),
   };
+}
+
+// data-server: the site owner's own agent server (its LLM, and their tools relayed back here).
+// The same rule as the app's: wss://, or ws:// to this computer. null: none chosen; {error}: a
+// refused address, reported to the host page once while the widget answers locally.
+function cleanServer(raw) {
+  if (typeof raw !== "string" || !raw.trim()) return null;
+  const checked = checkServerUrl(raw);
+  return checked.error ? { error: `data-server="${raw.slice(0, 200)}": ${checked.error}` } : checked;
 }
 
 // Resolves with {port, origin, config} once an allowed parent connects. A refused parent gets a

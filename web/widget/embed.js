@@ -4,7 +4,7 @@
 // MessagePort of the handshake (embed-link.js).
 //
 // Port messages, frame -> host: hello {page}, ready {threads, crossOriginIsolated, storage, kb,
-// tools, version}, answer {question, answer}, error {code, message, question?}, reply {id,
+// tools, version, server}, answer {question, answer}, error {code, message, question?}, reply {id,
 // answer | error}, close. Host -> frame: tools {source, code | error}, ask {id, text}, focus.
 import { AgentClient } from "../shared/bridge.js";
 import { ERROR_CODES, SCHEMA } from "../shared/protocol.js";
@@ -40,10 +40,27 @@ if (config.model === "local") {
   modelPanel();
 }
 
+// data-server: the owner's agent server. Its state is on show in the frame (the visitor's
+// questions go there), and answers it wrote are labelled with its origin.
+const server = config.server?.url ? config.server : null;
+let link = "off";
+function showLink(state) {
+  link = state;
+  if (!server) return;
+  const words = { connected: "connected", reconnecting: "reconnecting…", off: "connecting…" };
+  $("server-note").hidden = false;
+  $("server-note").textContent = `Questions go to this site's agent server ${server.origin} (${words[link] ?? link}); ` +
+    "answers come from this browser when it cannot be reached.";
+}
+const bootEvents = bootView(document, { onFail: (event) => report(event.code, event.message) });
+
 const client = await AgentClient.create({
   kb: config.kb,
   localModel: config.model === "local",
-  onEvent: bootView(document, { onFail: (event) => report(event.code, event.message) }),
+  onEvent: (event) => {
+    if (event.id === null && event.type === "progress" && event.stage === "server") showLink(event.message);
+    else bootEvents(event);
+  },
 });
 
 // The owner's tools file comes from the host page (it is on the owner's origin, not ours).
@@ -69,15 +86,34 @@ const toolsLoaded = (async () => {
 })();
 toolsLoaded.catch(() => {});
 
+// The first connection attempt is waited for (server.connect gives up after a few seconds),
+// so the visitor's first question does not go around the owner's server just because it was
+// typed while the link was opening.
+const linked = (async () => {
+  if (config.server?.error) report("bad_message", config.server.error);
+  if (!server) return null;
+  showLink("off");
+  await client.ready;
+  try {
+    await client.request("server.connect", { url: server.url });
+  } catch (err) {
+    report(err.code || "upstream_failed", `data-server: ${err.message}`);
+  }
+  return server.origin;
+})();
+
 const chat = new Chat({
   client,
   kb: () => config.kb,
-  ready: toolsLoaded,
+  server: () => (server && link === "connected" ? server.origin : null),
+  ready: Promise.all([toolsLoaded, linked]),
   contained: true,
   onAnswer: (question, answer) => send({ type: "answer", question, answer: plain(answer) }),
   onError: (question, err) => report(err.code, err.message, question),
 });
-chat.say("agent welcome", config.welcome || "Hello! Ask me a question: I answer from this site's documents, with sources, and everything runs privately in your browser.");
+chat.say("agent welcome", config.welcome || (server
+  ? "Hello! Ask me a question: I answer from this site's documents, with sources."
+  : "Hello! Ask me a question: I answer from this site's documents, with sources, and everything runs privately in your browser."));
 
 port.onmessage = async ({ data }) => {
   // The host page is another origin's code: what it sends must fit the widget schema.
@@ -122,6 +158,7 @@ try {
     kb: config.kb,
     tools: await toolsLoaded,
     version: status.version,
+    server: await linked,
   });
   document.body.dataset.ready = "true";
   await chat.restoreHistory();

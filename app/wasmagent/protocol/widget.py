@@ -23,7 +23,8 @@ HANDSHAKE = 1
 @dataclass(frozen=True, slots=True)
 class Connect:
     """Host -> frame, as a window message with a MessagePort: start talking. `config` holds
-    what the host page chose (`kb`, `title`, `welcome`, `accent`, `tools`, `model`); the frame keeps
+    what the host page chose (`kb`, `title`, `welcome`, `accent`, `tools`, `model`,
+    `server`); the frame keeps
     only valid values of it and falls back to defaults for the rest."""
 
     TYPE: ClassVar[str] = "connect"
@@ -78,7 +79,8 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Frame -> host: the agent can answer."""
+    """Frame -> host: the agent can answer. `server` is the origin of the owner's agent server
+    (`data-server`) once linked, whether or not it is connected at this moment."""
 
     TYPE: ClassVar[str] = "ready"
     threads: int
@@ -87,6 +89,7 @@ class Ready:
     kb: str
     tools: list[str]
     version: str
+    server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
