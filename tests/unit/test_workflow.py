@@ -20,7 +20,7 @@ from wasmagent.knowledge.library import Library
 from wasmagent.llm.resilience import RetryPolicy
 from wasmagent.ports import MemoryStore
 from wasmagent.protocol import DocumentIn
-from wasmagent.workflow import JobStatus, JobStopped, Run, Tx, Workflows
+from wasmagent.workflow import JobRecord, JobStatus, JobStopped, Run, Tx, Workflows
 
 
 class CrashingStore(MemoryStore):
@@ -236,6 +236,49 @@ async def test_cancelling_stops_the_job_and_keeps_what_its_steps_stored() -> Non
     with pytest.raises(AgentError) as missing:
         await engine.get("no-such-job")
     assert missing.value.code is ErrorCode.NOT_FOUND
+    await engine.aclose()
+
+
+class RacingStore(MemoryStore):
+    """A job that reports progress between every read and commit of `cancel`: while the job's
+    task lives, each cancel commit finds the job's record changed just before it (its progress
+    write landed first), as a busy ingestion did in CI."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive = False
+        self.lost = 0
+
+    async def commit(self, puts: Any, deletes: Any = (), expect: Any = None) -> None:
+        for key, expected in (expect or {}).items():
+            raw = puts.get(key) if key.startswith("wf/") else None
+            if self.alive and raw is not None and JobRecord.decode(raw).status is JobStatus.CANCELLED:
+                self.lost += 1
+                changed = JobRecord.decode(expected).evolve(updated=self.lost + 1e9)
+                await super().commit({key: changed.encode()})
+        await super().commit(puts, deletes, expect)
+
+
+async def test_cancel_wins_against_a_job_that_reports_progress_all_the_time() -> None:
+    store, clock = RacingStore(), ManualClock()
+    engine = _engine(store, clock)
+    started = asyncio.Event()
+
+    async def busy(run: Run, data: dict[str, Any]) -> None:
+        store.alive = True
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            store.alive = False
+
+    engine.register("busy", busy)
+    job_id = await engine.start("busy", {})
+    await asyncio.wait_for(started.wait(), 60)
+    cancelled = await engine.cancel(job_id)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert store.lost == 1, "one lost race stops the local task; the next commit wins"
+    assert (await _finished(engine, job_id)).status is JobStatus.CANCELLED
     await engine.aclose()
 
 
