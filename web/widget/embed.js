@@ -101,6 +101,7 @@ const linked = (async () => {
   }
   return server.origin;
 })();
+linked.catch(() => {});
 
 const chat = new Chat({
   client,
