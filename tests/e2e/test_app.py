@@ -140,7 +140,7 @@ def test_works_offline_after_the_first_visit_and_offers_updates(
     page = booted.page
     try:
         page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=60_000)
         booted.context.set_offline(True)
         page.reload()
         page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)

@@ -178,7 +178,7 @@ def test_boots_offline_from_the_snapshot_after_one_visit(browser: Browser, app_u
     page = booted.page
     try:
         page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=WAIT_MS)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=WAIT_MS)
         booted.context.set_offline(True)
         page.reload()
         page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)

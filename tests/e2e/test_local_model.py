@@ -47,7 +47,7 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
     try:
         # The wllama runtime comes from the service worker's precache once it controls the page.
         page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=60_000)
         extractive = page.evaluate(ASK, [QUESTION, "local"])
         assert extractive["answer"]["route"] not in ("llm", "local_llm"), "without the model: extracts"
 
@@ -78,7 +78,7 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
         assert len(cancelled["deltas"]) >= 1
         # Decoding stopped: the model is free again and answers the next question.
         page.wait_for_function(
-            "wasmagentClient.status().then(s => s.llm.local.generating === false)",
+            "() => wasmagentClient.status().then((s) => s.llm.local.generating === false)",
             timeout=MODEL_TIMEOUT_MS)
         again = page.evaluate(ASK, ["What is 6 * 7?", "local"])
         assert again["answer"]["text"] == "6 * 7 = 42", "tools still answer exactly"

@@ -33,7 +33,7 @@ def test_a_pyscript_page_gets_a_cited_answer_and_keeps_working_offline(
     page = booted.page
     try:
         page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null")
         page.goto(app_url + "examples/pyscript.html")
         _ready(page)
         _ask(page)

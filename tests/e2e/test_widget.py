@@ -298,7 +298,7 @@ def test_messages_from_a_foreign_window_are_ignored(journey: Journey, sites: Sit
     with page.context.expect_page() as opened:
         page.evaluate(f"window.open('{sites.stranger}/evil.html')")
     evil = opened.value
-    evil.wait_for_function("document.title === 'done'", timeout=WAIT_MS)
+    evil.wait_for_function("() => document.title === 'done'", timeout=WAIT_MS)
     result = evil.evaluate("result")
     evil.close()
     assert result["openerFrames"] == 0, "a frame in a shadow root is not in window.frames"
@@ -411,7 +411,7 @@ def test_foreign_pages_framing_the_widget_directly_get_nothing(
     browser: Browser, sites: Sites
 ) -> None:
     with _visiting(browser, f"{sites.stranger}/evil.html") as visit:
-        visit.page.wait_for_function("document.title === 'done'", timeout=WAIT_MS)
+        visit.page.wait_for_function("() => document.title === 'done'", timeout=WAIT_MS)
         replies = visit.page.evaluate("result.replies")
         assert [r["type"] for r in replies["gate"]] == ["refused"]
         assert replies["agent"] == [], "the browser refuses embed.html (frame-ancestors)"
@@ -478,7 +478,7 @@ def test_a_cross_origin_isolated_host_can_embed_it(browser: Browser, sites: Site
         assert answer["text"] == "2^10 = 1024"
         # Its data-kb names a knowledge base the app does not ship, and its data-server an
         # unencrypted address on another computer: each said once, clearly; answers go on here.
-        visit.page.wait_for_function("hostLog.events.length >= 2", timeout=BOOT_TIMEOUT_MS)
+        visit.page.wait_for_function("() => hostLog.events.length >= 2", timeout=BOOT_TIMEOUT_MS)
         errors = {e["detail"]["code"]: e["detail"] for e in visit.events("error")}
         assert errors.keys() == {"not_found", "bad_message"}
         refused = errors["bad_message"]["message"]
