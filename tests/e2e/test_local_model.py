@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from .conftest import BOOT_TIMEOUT_MS, boot
 
@@ -99,6 +101,12 @@ def test_install_the_local_model_then_answer_offline_cancel_and_reload(
 # (Worded so that no rule reads it: "what is 17.5% of 2,340, and how many days until
 # 2026-12-25?" is answered by the rules alone, both parts, without any model.)
 TWO_TOOLS = "How much is seventeen times twenty-three, and how long until Christmas 2026?"
+LOCAL = "Written by the local model in this browser"
+LOCAL_FAILED = "Started by the local model, finished without it in this browser"
+ANSWER_ENDED = """() => {
+  const reply = [...document.querySelectorAll('.msg.agent')].pop();
+  return reply.querySelector('.from') !== null || reply.classList.contains('error');
+}"""
 SCHEMA_ERRORS = re.compile(r"not valid JSON|no tool named|unknown argument|is required|must be ")
 
 
@@ -113,9 +121,20 @@ def _the_local_model_calls_tools(page: Page) -> None:
     steps = reply.locator(".steps")
     expect(steps.locator("summary")).to_have_text(re.compile(r"^\d+ tool calls?$"),
                                                   timeout=MODEL_TIMEOUT_MS)
-    # Labelled once the answer (route local_llm) has arrived.
-    expect(reply.locator(".from")).to_contain_text("local model", timeout=MODEL_TIMEOUT_MS)
-    expect(reply.locator(".text")).not_to_be_empty()
+    # Labelled once the answer has arrived. On a device too slow for the model to finish in
+    # time, the answer is what its tools found, labelled so (both are right; an error is not).
+    try:
+        page.wait_for_function(ANSWER_ENDED, timeout=MODEL_TIMEOUT_MS)
+    except PlaywrightTimeoutError:
+        status = page.evaluate("wasmagentClient.status()")["llm"]
+        pytest.fail(f"no answer ended: {reply.inner_text()!r}; model status {status}")
+    assert "error" not in (reply.get_attribute("class") or ""), reply.inner_text()
+    label = reply.locator(".from").inner_text()
+    text = reply.locator(".text").inner_text()
+    assert label in (LOCAL, LOCAL_FAILED), label
+    if label == LOCAL_FAILED:
+        assert "What its tools found:" in text or "Answer from the local documents" in text, text
+    assert text.strip()
     shown = steps.locator("li").all_text_contents()
     assert shown, "each call is listed"
     for step in shown:

@@ -86,8 +86,10 @@ export class Chat {
   // then by the answer's route.
   markOrigin(reply, origin, route) {
     reply.querySelector(".from")?.remove();
-    if (route === "local_llm") {
-      reply.prepend(el("span", { className: "from", textContent: "Written by the local model in this browser" }));
+    const local = { local_llm: "Written by the local model in this browser",
+      local_llm_fallback: "Started by the local model, finished without it in this browser" }[route];
+    if (local) {
+      reply.prepend(el("span", { className: "from", textContent: local }));
       return;
     }
     const fromServer = route === undefined ? Boolean(origin) : SERVER_ROUTES.has(route);

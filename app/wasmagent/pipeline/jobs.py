@@ -25,6 +25,8 @@ class Route(StrEnum):
     """Written by the local model in the browser (the `llm` route's worker, another model)."""
     FALLBACK = "llm_fallback"
     """The LLM failed; the answer is the local extractive one, with a notice saying so."""
+    LOCAL_FALLBACK = "local_llm_fallback"
+    """The local model failed (too slow on this device, most often): the same, in the browser."""
 
 
 @dataclass(frozen=True, slots=True)

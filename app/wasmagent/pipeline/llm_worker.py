@@ -19,22 +19,22 @@ loop runs as a durable job (`durable_loop.py`), which saves the turn.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..answer.extractive import compose_answer, snippet
 from ..errors import AgentError, ErrorCode
 from ..knowledge.kb import Hit
 from ..knowledge.library import Library
 from ..llm.choice import ChoiceLlm, choose
-from ..ports import Clock, Llm, LoopClock, SmallContext, ToolLlm, Turn
-from ..protocol import Delta, PassageIn, Source
+from ..ports import Clock, Llm, LoopClock, SmallContext, ToolCallRequest, ToolLlm, Turn
+from ..protocol import Delta, Event, PassageIn, Source, ToolCalled, ToolReturned
 from ..telemetry import Log, fallback_log
 from ..tools import ToolRegistry
 from ..workflow import Workflows
 from .durable_loop import Asked, DurableLoops
 from .jobs import Job, Reply, Route
 from .pipeline import conversation_turns
-from .tool_loop import ToolLoop, tool_sources
+from .tool_loop import Step, ToolLoop, tool_sources
 from .workers import search, source_refs
 
 LLM_PASSAGES = 5
@@ -82,6 +82,7 @@ class LlmWorker:
         scores = [h.dense or h.score for h in hits] if hits else [0.0] * len(passages)
         saved = False
         from_tools: tuple[Source, ...] = ()  # tool results, citable beside the passages
+        seen = _StepsSeen(job.emit)  # what tools gave, should the model fail after them
         try:
             turns = await self._turns(job)
             decider = self._decider(llm, job, local)
@@ -96,11 +97,11 @@ class LlmWorker:
                                   request.conversation, job.scope.tenant if job.scope else None,
                                   model=decider.name,
                                   route=(Route.LOCAL_LLM if local else Route.LLM).value)
-                    outcome = await self._durable.run(asked, job.ctx, job.emit, shown=pieces)
+                    outcome = await self._durable.run(asked, job.ctx, seen, shown=pieces)
                     saved = outcome.saved
                 else:
                     outcome = await self._loop.run(request.id, request.text, passages,
-                                                   job.ctx, job.emit, turns=turns, shown=pieces,
+                                                   job.ctx, seen, turns=turns, shown=pieces,
                                                    llm=decider)
                 job.timings.update(steps=outcome.steps, model=round(outcome.model_ms, 3),
                                    tools=round(outcome.tool_ms, 3))
@@ -114,7 +115,8 @@ class LlmWorker:
         except AgentError as exc:
             if request.mode == "llm" or exc.code in (ErrorCode.CANCELLED, ErrorCode.DEADLINE):
                 raise
-            return self._fallback(job, hits, pieces, exc, llm.name)
+            return self._fallback(job, hits, pieces, exc, llm.name, local,
+                                  tool_sources(seen.steps()))
         text = "".join(pieces)
         # The user is told which model wrote it: a server's LLM and the 135M local one differ.
         route = Route.LOCAL_LLM if local else Route.LLM
@@ -139,18 +141,50 @@ class LlmWorker:
         return [(t["question"], t["answer"]) for t in saved]
 
     def _fallback(self, job: Job, hits: Sequence[Hit], shown: list[str], exc: AgentError,
-                  name: str) -> Reply:
+                  name: str, local: bool, from_tools: tuple[Source, ...]) -> Reply:
+        """The model failed mid-answer: what was shown stays, a notice says why, and the answer
+        goes on without it: from what its tools already found, else from the documents."""
         self._log("llm_fallback", level="warning", request_id=job.request.id,
                   error=exc.message)
-        local = compose_answer(job.request.text, hits)
         lead = "\n\n" if shown else ""
-        notice = (f"{lead}[The {name} LLM failed ({exc.code.value}: {exc.message}). "
-                  "Answer from the local documents instead:]\n\n")
-        for piece in (notice, local.text):
+        failed = f"The {name} LLM failed ({exc.code.value}: {exc.message})."
+        route = Route.LOCAL_FALLBACK if local else Route.FALLBACK
+        detail: dict[str, object] = {"llm": name, "error": exc.code.value}
+        if from_tools:
+            notice = f"{lead}[{failed} What its tools found:]\n\n"
+            text = "\n".join(f"- {s.title}: {s.snippet}" for s in from_tools)
+            for piece in (notice, text):
+                job.emit(Delta(job.request.id, piece))
+            return Reply("".join(shown) + notice + text, route, from_tools, True, detail,
+                         streamed=True)
+        extractive = compose_answer(job.request.text, hits)
+        notice = f"{lead}[{failed} Answer from the local documents instead:]\n\n"
+        for piece in (notice, extractive.text):
             job.emit(Delta(job.request.id, piece))
-        return Reply("".join(shown) + notice + local.text, Route.FALLBACK,
-                     source_refs(local.citations), local.confident,
-                     {"llm": name, "error": exc.code.value}, streamed=True)
+        return Reply("".join(shown) + notice + extractive.text, route,
+                     source_refs(extractive.citations), extractive.confident, detail,
+                     streamed=True)
+
+
+class _StepsSeen:
+    """Passes a loop's events on, keeping its tool calls and their results: if the model fails
+    after its tools ran, the answer is made of what they found."""
+
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        self._emit = emit
+        self._calls: dict[str, ToolCallRequest] = {}
+        self._steps: list[Step] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ToolCalled):
+            self._calls[event.call_id] = ToolCallRequest(event.call_id, event.name,
+                                                         event.arguments)
+        elif isinstance(event, ToolReturned) and event.call_id in self._calls:
+            self._steps.append(Step(self._calls[event.call_id], event.ok, event.text, event.ms))
+        self._emit(event)
+
+    def steps(self) -> list[Step]:
+        return self._steps
 
 
 def _citations(text: str, passages: Sequence[PassageIn], scores: Sequence[float]
