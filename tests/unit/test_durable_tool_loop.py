@@ -572,3 +572,30 @@ async def test_a_tenants_resumed_run_saves_its_turn_in_that_tenants_history() ->
     assert next(e for e in events if e["id"] == "o")["data"]["items"] == []
     assert await store.keys("history/") == []  # not in the operator's namespace
     await second.aclose()
+
+
+class Timed(Clerk):
+    """Notes the deadline each turn sees: a model that knows it (the browser's local one stops
+    a second early) can fail in time for the request's fallback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left: list[float | None] = []
+
+    async def chat(self, messages: Sequence[Mapping[str, Any]],
+                   tools: Sequence[Mapping[str, Any]], ctx: Context
+                   ) -> AsyncIterator[str | ToolCallRequest]:
+        self.left.append(ctx.remaining())
+        async for part in super().chat(messages, tools, ctx):
+            yield part
+
+
+async def test_a_live_runs_model_sees_the_requests_deadline() -> None:
+    store, clock, shop, model = MemoryStore(), ManualClock(), Shop(), Timed()
+    engine = _engine(store, clock)
+    outcome = await _loops(engine, model, shop, clock).run(
+        _asked(), Context("r1", timeout=30.0, clock=clock), lambda e: None, shown=[])
+    assert outcome.finished
+    assert len(model.left) == 2
+    assert all(left is not None and 29.0 < left <= 30.0 for left in model.left), model.left
+    await engine.aclose()

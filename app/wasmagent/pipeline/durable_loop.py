@@ -107,6 +107,8 @@ class _Follower:
 
     emit: Callable[[Event], None]
     shown: list[str]
+    remaining: Callable[[], float | None] = lambda: None
+    """Seconds left before the request's deadline (None: no deadline)."""
     done: asyncio.Future[LoopOutcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -170,7 +172,7 @@ class DurableLoops:
 
     async def _durable(self, asked: Asked, ctx: Context, emit: Callable[[Event], None], *,
                        shown: list[str]) -> LoopOutcome:
-        follower = _Follower(emit, shown)
+        follower = _Follower(emit, shown, ctx.remaining)
         follower.done.add_done_callback(_retrieved)  # a cancelled request no longer reads it
         token = uuid.uuid4().hex
         self._followers[token] = follower
@@ -235,8 +237,10 @@ class DurableLoops:
     async def _answer(self, run: Run, asked: Asked, follower: _Follower | None) -> LoopOutcome:
         if follower is not None:
             # The request's own deadline and cancellation govern a live run (they cancel the
-            # job), so the job's context has none that could race with them.
-            ctx = Context(asked.request_id, clock=self._clock)
+            # job). Its context ends at the same moment, so that a model that sees its deadline
+            # coming (the browser's local one stops a second early) can fail in time for the
+            # request's fallback instead of being cut off by the deadline.
+            ctx = Context(asked.request_id, timeout=follower.remaining(), clock=self._clock)
             emit, shown = follower.emit, follower.shown
         else:
             ctx = Context(asked.request_id, timeout=self._timeout_s, clock=self._clock)
