@@ -294,12 +294,50 @@ Admit = Callable[["Request"], None]
 """A host's check on each valid request; refuses it by raising `AgentError`."""
 
 
+class ModelState:
+    """Whether the embedding model behind `Host.inference` can be used yet.
+
+    `pending` while the host is still making the model's session (the browser makes it after
+    Python is up: the agent is ready to answer before it, from keyword search), then `ready`,
+    or `failed` for good with `error` saying why. A host whose model is usable from the start
+    passes none. Never goes back: the first `settle` wins.
+    """
+
+    def __init__(self, *, pending: bool = False) -> None:
+        self._settled = asyncio.Event()
+        self.error: str | None = None
+        if not pending:
+            self._settled.set()
+
+    @property
+    def state(self) -> Literal["pending", "ready", "failed"]:
+        if not self._settled.is_set():
+            return "pending"
+        return "ready" if self.error is None else "failed"
+
+    @property
+    def ready(self) -> bool:
+        return self._settled.is_set() and self.error is None
+
+    def settle(self, error: str | None = None) -> None:
+        """The model is usable (`error` None) or will never be (`error` says why)."""
+        if not self._settled.is_set():
+            self.error = error
+            self._settled.set()
+
+    async def wait(self) -> bool:
+        """Until the model settles; True when it is ready, False when it failed."""
+        await self._settled.wait()
+        return self.error is None
+
+
 @dataclass(slots=True)
 class Host:
     """What a host adapter hands the core: its ports and facts about itself for `status`.
 
     `inference` is None when the model runtime failed to load: the agent then still answers
-    from lexical search and says so in `status`.
+    from lexical search and says so in `status`. `model`, when given, says whether the model
+    behind `inference` is usable yet (`ModelState`); none means it is from the start.
     """
 
     name: str
@@ -311,3 +349,4 @@ class Host:
     vocab: str | None = None
     intent_labels: tuple[str, ...] | None = None
     info: dict[str, object] | None = None
+    model: ModelState | None = None

@@ -86,7 +86,8 @@ class Service:
         self.embedder: Embedder | None = None
         intent = None
         if host.inference is not None and self.tokenizer is not None:
-            self.embedder = Embedder(host.inference, self.tokenizer, clock=host.clock)
+            self.embedder = Embedder(host.inference, self.tokenizer, clock=host.clock,
+                                     model=host.model)
             intent = IntentClassifier(host.inference,
                                       intent_labels or host.intent_labels or INTENT_LABELS)
         self.library = Library(self.store, host.vectors, self.embedder, clock=host.clock)
@@ -226,8 +227,12 @@ class Service:
 
     def status_extra(self) -> dict[str, Any]:
         batcher = self.embedder.batcher if self.embedder else None
+        model = None if self.embedder is None else self.embedder.model
         return {
-            "model": self.embedder is not None,
+            # True once questions are embedded (hybrid search); `model_state` says why not.
+            "model": model is not None and model.ready,
+            "model_state": "failed" if model is None else model.state,
+            **({"model_error": model.error} if model is not None and model.error else {}),
             "health": self.health(),
             "pipeline": {"in_flight": self.pipeline.in_flight,
                          "pool_in_flight": self.pipeline.pool.in_flight,

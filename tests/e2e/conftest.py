@@ -34,6 +34,8 @@ NEXT_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAn
 """Resolves once the page has drawn two frames: whatever the last action set off in the page's
 own tasks (event handlers, layout) has run. An event to wait for, not an amount of time."""
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+MODEL_SETTLED = "body[data-model=ready], body[data-model=failed]"
+"""The app page's embedding model is loaded, or failed for good (web/page/app.js)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,6 +99,9 @@ def boot(browser: Browser, url: str,
     page.on("pageerror", lambda e: booted.errors.append(str(e)))
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]", state="attached", timeout=BOOT_TIMEOUT_MS)
+    # Ready comes before the embedding model (keyword answers meanwhile): the tests that share
+    # this page expect hybrid search, so wait until the model is there (or failed for good).
+    page.wait_for_selector(MODEL_SETTLED, state="attached", timeout=BOOT_TIMEOUT_MS)
     return booted
 
 

@@ -15,7 +15,10 @@ def test_boot_shows_real_progress_then_ready(app: Booted) -> None:
     log = app.page.evaluate("wasmagentClient.bootLog")
     stages = [e["stage"] for e in log if e["type"] == "progress"]
     assert stages[0] == "runtime"
-    assert stages[-1] == "ready"
+    # Ready does not wait for the embedding model: its last bytes and its announcement may
+    # come after (tests/e2e/test_boot_pending.py).
+    ready = stages.index("ready")
+    assert set(stages[ready + 1:]) <= {"download", "model", "server"}
     for stage in ("download", "packages", "model"):
         assert stage in stages
     total = json.loads((DIST / "boot-manifest.json").read_text())["total"]

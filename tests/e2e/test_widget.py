@@ -27,7 +27,15 @@ from playwright.sync_api import Browser, BrowserContext, Frame, FrameLocator, Pa
 from wasmagent.hosts.server.static import StaticServer, make_server
 
 from ..support.processes import start_fake, start_server
-from .conftest import BOOT_TIMEOUT_MS, DIST, LOCAL_HOSTS, NEXT_FRAMES, ROOT, WAIT_MS
+from .conftest import (
+    BOOT_TIMEOUT_MS,
+    DIST,
+    LOCAL_HOSTS,
+    MODEL_SETTLED,
+    NEXT_FRAMES,
+    ROOT,
+    WAIT_MS,
+)
 
 HOST_SITE = Path(__file__).parent / "host_site"
 SHOTS = ROOT / "test-results" / "screenshots"
@@ -222,7 +230,14 @@ def _open_the_widget(visit: Visit) -> Journey:
     opened_at = page.evaluate("performance.now()")
     launcher.click()
     visit.wait_for_event("ready")
+    _model_settled(visit)
     return Journey(visit, before_open, before, opened_at)
+
+
+def _model_settled(visit: Visit) -> None:
+    """Ready comes before the embedding model (keyword answers meanwhile); questions whose
+    expected sources need semantic search wait for it."""
+    visit.widget().locator(MODEL_SETTLED).wait_for(state="attached", timeout=BOOT_TIMEOUT_MS)
 
 
 def test_only_the_launcher_loads_until_the_widget_is_opened(journey: Journey, sites: Sites) -> None:
@@ -451,6 +466,7 @@ def test_a_strict_csp_host_with_preloading_its_own_kb_and_a_broken_tools_file(
         assert "STORES = load_store_list()" in failed["message"]
         assert any("line 7: NameError" in line for line in visit.console), "owners see it"
         page.get_by_role("button", name="Acme FAQ", exact=True).click()
+        _model_settled(visit)
         notice = visit.widget().locator("#notice")
         expect(notice).to_contain_text("/broken_tools.py, line 7: NameError")
         reply = _ask_in_panel(visit, "how many days do I have to return a kettle?")

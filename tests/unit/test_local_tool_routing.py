@@ -22,7 +22,7 @@ from wasmagent.pipeline.jobs import Job, Route
 from wasmagent.pipeline.llm_worker import LlmWorker
 from wasmagent.pipeline.router import Router
 from wasmagent.pipeline.tool_match import ToolMatch
-from wasmagent.ports import MemoryStore
+from wasmagent.ports import MemoryStore, ModelState
 from wasmagent.protocol import Ask, Event, PassageIn
 from wasmagent.runtime.context import Context
 from wasmagent.tools import ToolRegistry, default_tools
@@ -104,6 +104,7 @@ class Axes:
     """An embedder double: a text's vector is the unit axis named by its first word."""
 
     AXES = ("shipping", "orders", "how")
+    model = ModelState()
 
     async def embed(self, texts: Sequence[str], ctx: Any = None) -> list[array[float]]:
         return [self._axis(t) for t in texts]

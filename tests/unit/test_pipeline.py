@@ -269,6 +269,8 @@ class _Sure:
 
 
 class _Embedder:
+    model = ports.ModelState()
+
     async def embed_one(self, text: str, ctx: Any = None) -> list[float]:
         return [0.0]
 

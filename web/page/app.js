@@ -35,17 +35,29 @@ function onBootEvent(event) {
     server?.onLinkState(event.message);
     return;
   }
+  // The embedding model settles after "ready" (the agent does not wait for it).
+  if (event.id === null && event.type === "progress" && event.stage === "model" && document.body.dataset.ready) {
+    showModelState();
+    return;
+  }
   bootEvents(event);
 }
 
 // "ready" alone would hide that answers come from keyword search only when the model failed,
-// or that nothing will be saved because the browser's storage is unavailable.
+// or that nothing will be saved because the browser's storage is unavailable. Until the model
+// settles the agent answers from keyword search already: that is ready, said in the title.
+// body[data-model] (pending, ready, failed) is for tests that need hybrid answers.
 async function showModelState() {
   const status = await client.status().catch(() => null);
-  if (status && !status.model) {
+  if (status?.model_state === "pending") {
+    $("engine").title = "Agent: answering from keyword search until the embedding model is loaded";
+  } else if (status && !status.model) {
     setPill("engine", "degraded", "keyword search only");
     $("engine").title = `Agent: the embedding model is unavailable (${status.model_error || "not loaded"})`;
+  } else if (status) {
+    $("engine").title = "Agent: ready (keyword and semantic search)";
   }
+  if (status && document.body.dataset.model !== "failed") document.body.dataset.model = status.model_state;
   if (status?.storage_error) storageProblem(status.storage_error);
 }
 

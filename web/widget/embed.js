@@ -58,10 +58,19 @@ const client = await AgentClient.create({
   kb: config.kb,
   localModel: config.model === "local",
   onEvent: (event) => {
-    if (event.id === null && event.type === "progress" && event.stage === "server") showLink(event.message);
+    const progress = event.id === null && event.type === "progress";
+    if (progress && event.stage === "server") showLink(event.message);
+    else if (progress && event.stage === "model" && document.body.dataset.ready) showModel();
     else bootEvents(event);
   },
 });
+
+// The embedding model settles after "ready" (keyword answers meanwhile): body[data-model]
+// (ready, failed) is for the owner's tests and ours, which expect hybrid answers.
+async function showModel() {
+  const status = await client.status().catch(() => null);
+  if (status) document.body.dataset.model = status.model_state;
+}
 
 // The owner's tools file comes from the host page (it is on the owner's origin, not ours).
 let toolsArrived;
@@ -162,6 +171,7 @@ try {
     server: await linked,
   });
   document.body.dataset.ready = "true";
+  showModel();
   await chat.restoreHistory();
 } catch (err) {
   report(err.code || "not_ready", err.message);

@@ -14,8 +14,9 @@ import { createFetch } from "./fetch.js";
 
 const APP = new URL("../", import.meta.url); // the app root this module was served from
 
-// Resolves to {api, vocab, labels} once the embedding session exists (or failed: that is not
-// fatal, the agent still answers from keyword search and says why in `api.modelError`).
+// Resolves to {api, vocab, labels} without waiting for the embedding session: `api.model`
+// resolves to null once it exists, or to why it failed (not fatal: the agent answers from
+// keyword search until it exists, and for good if it failed).
 export async function startHost({
   files = createFetch(APP),
   threads,
@@ -25,19 +26,24 @@ export async function startHost({
   onLinkState = () => {},
   span = () => {},
   started = performance.now(),
+  sessionAfter = null,
 } = {}) {
   ortHost.configure({ threads });
   const modelStart = performance.now();
   const fetchModel = (url) => files.fetchBytes(url).finally(() => span("modelFetch", modelStart));
-  const model = ortHost.warm("minilm", fetchModel).then(
+  // MiniLM's session is made once `sessionAfter` resolves (the worker: once the agent is ready),
+  // its bytes fetched meanwhile: making it is ~0.3-0.5 s of synchronous wasm on the one thread
+  // Python boots on, and the agent answers from keyword search without it.
+  const model = ortHost.warm("minilm", fetchModel, { after: sessionAfter }).then(
     () => {
       span("model", modelStart);
       return null;
     },
     (err) => err?.message || String(err),
   );
-  // The intent head is needed by the first question too: its session is made meanwhile.
-  ortHost.warm("intent", files.fetchBytes).catch(() => {});
+  // The intent head (used only with MiniLM) likewise: its session is the first one, which
+  // also instantiates onnxruntime-web's wasm, on this same thread.
+  ortHost.warm("intent", files.fetchBytes, { after: sessionAfter }).catch(() => {});
   const vocab = files.fetchText("models/all-minilm-l6-v2/vocab.txt");
   const stored = openStore().catch((err) => ({ error: String(err) }));
   const labels = files.fetchText("models/intent/labels.json").catch(() => null);
@@ -46,7 +52,7 @@ export async function startHost({
     post,
     run: (name, feeds) => ortHost.run(name, feeds, files.fetchBytes),
     models: ortHost.knownModels(),
-    modelError: await model,
+    model,
     fetchText: files.fetchText,
     fetchBytes: (path) => files.fetchBytes(new URL(path, APP).href),
     store: await stored,

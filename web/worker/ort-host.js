@@ -37,11 +37,13 @@ export function knownModels() {
   return Object.keys(MODELS);
 }
 
-async function session(name, fetchBytes) {
+// `after`: the session is created (a few hundred ms of synchronous wasm on this thread) only
+// once it resolves, while its bytes are fetched at once.
+async function session(name, fetchBytes, after = null) {
   if (!sessions.has(name)) {
     const model = MODELS[name];
     if (!model) throw Object.assign(new Error(`unknown model ${name}`), { code: "not_found" });
-    const pending = fetchBytes(new URL(model.path, base).href).then((bytes) =>
+    const pending = Promise.all([fetchBytes(new URL(model.path, base).href), after]).then(([bytes]) =>
       ort.InferenceSession.create(bytes, {
         executionProviders: ["wasm"],
         graphOptimizationLevel: model.optimization,
@@ -77,6 +79,6 @@ export function run(name, feeds, fetchBytes) {
   return job;
 }
 
-export function warm(name, fetchBytes) {
-  return session(name, fetchBytes);
+export function warm(name, fetchBytes, { after = null } = {}) {
+  return session(name, fetchBytes, after);
 }

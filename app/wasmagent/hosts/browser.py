@@ -2,8 +2,10 @@
 
 `worker.js` calls `boot(api, vocab)` once Pyodide and this package are loaded. `api` carries:
 `post(json)` to send an event to the page, `run(model, feeds)` (onnxruntime-web, owned by
-`web/worker/ort-host.js`), `store` (IndexedDB, `web/worker/idb-store.js`, or `{error}` when
-unavailable),
+`web/worker/ort-host.js`), `model` (a promise of the embedding session: null once it is made,
+else why it failed; the agent answers from keyword search until then, and `modelSettled(error)`,
+when present, hears of it after the core has), `store` (IndexedDB, `web/worker/idb-store.js`,
+or `{error}` when unavailable),
 `kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
 `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
@@ -36,7 +38,16 @@ from ..llm.json_tools import json_turn
 from ..llm.remote import RemoteLlm
 from ..llm.repetition import until_repeat
 from ..llm.wire import build_messages
-from ..ports import Host, LoopClock, MemoryStore, Store, Tensor, ToolCallRequest, Turn
+from ..ports import (
+    Host,
+    LoopClock,
+    MemoryStore,
+    ModelState,
+    Store,
+    Tensor,
+    ToolCallRequest,
+    Turn,
+)
 from ..protocol import Event, PassageIn, Result, ServerConnect, ToolsLoad, is_terminal
 from ..runtime.context import Context
 from ..service import Service
@@ -313,13 +324,13 @@ async def _service(api: Any, vocab: str | None, labels: str | None) -> tuple[Ser
     }
     if store_error:
         info["storage_error"] = str(store_error)
-    model_error = api.modelError
-    if model_error:
-        info["model_error"] = str(model_error)
-    inference = None if model_error else OrtWebInference(api)
-    host = Host(name="browser", clock=LoopClock(), store=store, inference=inference,
+    # Ready before the embedding session: questions meanwhile get keyword answers, and the
+    # core switches to hybrid search by itself once `model` settles (`_follow_model`).
+    model = ModelState(pending=True)
+    host = Host(name="browser", clock=LoopClock(), store=store, inference=OrtWebInference(api),
                 vectors=JsVectors(api.vectors), vocab=vocab,
-                intent_labels=tuple(json.loads(labels)) if labels else None, info=info)
+                intent_labels=tuple(json.loads(labels)) if labels else None, info=info,
+                model=model)
     link = JsLink(api.link)
     local_host = getattr(api, "llm", None)
     local = WllamaLlm(local_host) if local_host is not None else None
@@ -331,11 +342,32 @@ async def _service(api: Any, vocab: str | None, labels: str | None) -> tuple[Ser
                       job_lease_s=BROWSER_JOB_LEASE_S,
                       timeout_s=DEFAULT_TIMEOUT_S if local is None else LOCAL_TIMEOUT_S)
     service.start()
+    following = asyncio.get_running_loop().create_task(_follow_model(api, model))
+    _FOLLOWING.add(following)
+    following.add_done_callback(_FOLLOWING.discard)
     if local_host is not None:
         # Loads an installed model in wllama's worker; questions meanwhile answer extractively.
         local_host.ensure()
     await _seed(service, store, api, str(api.kb or "default"), info)
     return service, link
+
+
+_FOLLOWING: set[asyncio.Task[None]] = set()
+"""`_follow_model` tasks, kept referenced until they end."""
+
+
+async def _follow_model(api: Any, model: ModelState) -> None:
+    """Settle `model` when the host's embedding session is made or has failed, then tell the
+    worker (which announces it and warms the model up): after the core, so that a `status`
+    asked on that news already sees the new state."""
+    try:
+        error = await api.model
+    except JsException as exc:
+        error = str(exc)
+    model.settle(None if error is None or error is jsnull else str(error))
+    settled = getattr(api, "modelSettled", None)
+    if settled is not None:
+        settled(model.error)
 
 
 async def _seed(service: Service, store: Store, api: Any, name: str,

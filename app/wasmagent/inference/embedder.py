@@ -14,6 +14,10 @@ the next batch, which is where batching pays off (ingestion submits its texts al
 Note: the int8 model's output shifts slightly with batch composition (cosine ~0.99 between a
 text embedded alone and inside a batch), because dynamic quantisation picks scales per batch.
 Ranking tolerates it; exact equality across batchings is not promised.
+
+While the host is still making the model's session (`ModelState` pending), `embed` waits for
+it; a model that failed for good makes it raise `not_ready`. Callers that must not wait (the
+router, answering from keyword search meanwhile) look at `model` first.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from ..errors import AgentError, ErrorCode
-from ..ports import Clock, Inference, Tensor
+from ..ports import Clock, Inference, ModelState, Tensor
 from ..runtime.batcher import MicroBatcher, Priority
 from ..runtime.context import Context
 from ..text.tokenizer import WordPieceTokenizer
@@ -59,9 +63,10 @@ class Embedder:
     """Embeds texts with MiniLM through an `Inference` port, batching concurrent calls."""
 
     def __init__(self, inference: Inference, tokenizer: WordPieceTokenizer, *,
-                 max_batch: int = 32, max_wait_ms: float = 0.0, clock: Clock | None = None
-                 ) -> None:
+                 max_batch: int = 32, max_wait_ms: float = 0.0, clock: Clock | None = None,
+                 model: ModelState | None = None) -> None:
         self._inference = inference
+        self.model = model or ModelState()
         self.tokenizer = tokenizer
         self.batcher: MicroBatcher[list[int], Vector] = MicroBatcher(
             self._run, max_batch=max_batch, max_wait_ms=max_wait_ms, length_of=len,
@@ -69,10 +74,19 @@ class Embedder:
 
     async def embed(self, texts: Sequence[str], *, priority: Priority = Priority.INTERACTIVE,
                     ctx: Context | None = None) -> list[Vector]:
-        """One vector per text, in order. Raises `AgentError` (inference, cancelled, ...)."""
+        """One vector per text, in order, once the model is ready. Raises `AgentError`
+        (`not_ready` when the model failed for good, inference, cancelled, ...)."""
+        if not self.model.ready and not await self.usable(ctx):
+            raise AgentError(ErrorCode.NOT_READY,
+                             f"the embedding model is unavailable ({self.model.error})")
         encoded = [self.tokenizer.encode(text) for text in texts]
         jobs = [self.batcher.submit(ids, priority, ctx) for ids in encoded]
         return list(await asyncio.gather(*jobs))
+
+    async def usable(self, ctx: Context | None = None) -> bool:
+        """Once the model settles: True when it is ready, False when it failed for good."""
+        waiting = self.model.wait()
+        return await (waiting if ctx is None else ctx.run(waiting))
 
     async def embed_one(self, text: str, *, ctx: Context | None = None) -> Vector:
         return (await self.embed([text], ctx=ctx))[0]

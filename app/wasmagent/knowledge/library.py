@@ -242,7 +242,8 @@ class Library:
                     cursor: tuple[int, int]) -> tuple[list[str], asyncio.Task[list[Vector]]] | None:
         """Start embedding the step after this one; returns what was started for this one."""
         ahead = self._ahead.pop(kb.name, None)
-        if self.embedder is None or cursor[0] >= len(documents):
+        if (self.embedder is None or self.embedder.model.state == "failed"
+                or cursor[0] >= len(documents)):
             return ahead
         texts = [c.search_text for c in self._take(kb, documents, cursor, peek=True)[0]]
         if texts:
@@ -279,11 +280,15 @@ class Library:
     async def _stage(self, kb: KnowledgeBase, chunks: list[Chunk], tx: Tx,
                      ahead: tuple[list[str], asyncio.Task[list[Vector]]] | None = None) -> None:
         vectors = None
-        if self.embedder is not None:
+        # A model still loading is waited for: chunks saved without vectors would leave the
+        # knowledge base keyword-only for good. One that failed for good leaves it so.
+        if self.embedder is not None and await self.embedder.usable():
             rows = await self._embed([c.search_text for c in chunks], ahead)
             vectors = array("f")
             for row in rows:
                 vectors.extend(row)
+        elif ahead is not None:
+            await asyncio.gather(ahead[1], return_exceptions=True)  # its not_ready, retrieved
         meta = kb.stage_segment(self._staging(tx), chunks, vectors)
 
         async def apply() -> None:

@@ -6,6 +6,9 @@ question is embedded once (the retrieval worker reuses that vector) and the inte
 between retrieval and a canned reply (smalltalk, out of scope, a tool request no rule parsed);
 a question close in meaning to one of the site owner's tools counts as a tool request
 (`tool_match.py`) when a model that can call tools is there to decide.
+While the embedding model is still loading (or after it failed for good) questions are not
+embedded: retrieval answers from keyword search alone, and no intent head runs; a failure to
+embed one question does the same (logged), never an error for the asker.
 Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
 "I don't know" from the knowledge base is better than a canned brush-off; and even when the head
 is sure, a knowledge base that answers confidently wins over its canned reply.
@@ -113,11 +116,21 @@ class Router:
         if rule is not None:
             job.route, job.canned = Route.CANNED, CANNED[rule]
             return
-        if self._embedder is not None:
-            job.embedding = await self._embedder.embed_one(text, ctx=job.ctx)
+        if self._embedder is not None and self._embedder.model.ready:
+            job.embedding = await self._embed(job, self._embedder, text)
         job.route = Route.RETRIEVE
         if self._intent is not None and job.embedding is not None:
             await self._by_intent(job, self._intent, job.embedding)
+
+    async def _embed(self, job: Job, embedder: Embedder, text: str) -> Any:
+        """The question's vector, or None (keyword search only) when the model fails."""
+        try:
+            return await embedder.embed_one(text, ctx=job.ctx)
+        except AgentError as exc:
+            if job.ctx.done:
+                raise
+            self._log("embedding_unavailable", level="warning", error=exc.message)
+            return None
 
     async def _near_owner_tool(self, job: Job, embedding: Any) -> bool:
         if self._tool_match is None:
