@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from wasmagent.retrieval.chunking import Chunk
 from wasmagent.retrieval.lexical import BM25Index
-from wasmagent.retrieval.rank import page_kind, rank
+from wasmagent.retrieval.rank import (
+    SIGNALS,
+    WEIGHTS,
+    Weights,
+    asks_about_c,
+    asks_why,
+    page_kind,
+    rank,
+    signals,
+)
 from wasmagent.text.query import asks_about_changes, clean_query, expand_query
 
 
@@ -50,9 +59,16 @@ def test_the_page_about_the_subject_beats_release_notes_and_index_pages() -> Non
 def test_release_notes_are_not_pushed_down_when_the_question_is_about_changes() -> None:
     assert asks_about_changes("what is new in the csv module in 3.11")
     assert not asks_about_changes("read a csv file")
-    lexical, index = _lists("what changed in csv in 3.11")
+    # The same first-stage evidence for both questions: only what is asked differs.
+    lexical = [(1, 4.9), (0, 0.4)]
     dense = [(1, 0.7), (0, 0.5)]
-    ranked = rank("what changed in csv in 3.11", lexical, dense, CHUNKS, 5, index.idf)
+
+    def score(question: str) -> float:
+        ranked = rank(question, lexical, dense, CHUNKS, 5)
+        return next(f.score for f in ranked if CHUNKS[f.index].source == "whatsnew/3.11.html")
+
+    assert score("what changed in csv reading") > score("how to tweak csv reading")
+    ranked = rank("what changed in csv reading", lexical, dense, CHUNKS, 5)
     assert CHUNKS[ranked[0].index].source == "whatsnew/3.11.html"
 
 
@@ -141,3 +157,77 @@ def test_a_page_gains_nothing_from_mentioning_a_word_more_often() -> None:
     two, eight = scores(2), scores(8)
     assert two["guide.md"] == eight["guide.md"]
     assert abs(two["README.md"] - eight["README.md"]) < 0.01
+
+
+def _two_pages(first: Chunk, second: Chunk, question: str) -> list[str]:
+    """The order of two pages when both searches rank `first` just above `second`."""
+    chunks = [first, second]
+    ranked = rank(question, [(0, 2.0), (1, 2.0)], [(0, 0.6), (1, 0.6)], chunks, 2)
+    return [chunks[f.index].source for f in ranked]
+
+
+def test_c_api_reference_yields_unless_the_question_is_about_c() -> None:
+    c_api = _chunk(0, "c-api/dict.html", "Dictionary Objects", "PyDict_Next",
+                   "Iterate over all key-value pairs in the dictionary p.")
+    python = _chunk(1, "library/stdtypes.html", "Built-in Types", "Mapping Types",
+                    "Iterate over the keys and values of a dictionary with items().")
+    assert not asks_about_c("iterate over a dictionary")
+    assert asks_about_c("iterate over a dict from C with PyDict_Next")
+    assert _two_pages(c_api, python, "iterate over a dictionary")[0] == "library/stdtypes.html"
+    assert _two_pages(c_api, python, "iterate over a dict in a C extension")[0] == (
+        "c-api/dict.html")
+
+
+def test_faq_pages_answer_why_questions_and_yield_on_how_to_questions() -> None:
+    faq = _chunk(0, "faq/design.html", "Design and History FAQ", "Why are strings immutable?",
+                 "There are several advantages: strings are immutable so they can be keys.")
+    ref = _chunk(1, "library/stdtypes.html", "Built-in Types", "Text Sequence Type",
+                 "Strings are immutable sequences of Unicode code points.")
+    assert asks_why("why are strings immutable")
+    assert not asks_why("how to copy a string")
+    assert _two_pages(faq, ref, "why are strings immutable")[0] == "faq/design.html"
+    assert _two_pages(faq, ref, "how to make a string immutable")[0] == "library/stdtypes.html"
+
+
+def test_signals_and_weights_line_up() -> None:
+    found = signals("read a csv file", _lists("read a csv file")[0], [(0, 0.5)], CHUNKS)
+    assert found
+    assert all(len(x) == len(SIGNALS) for x in found.values())
+    assert len(WEIGHTS.vector()) == len(SIGNALS)
+    # With every weight but the dense rank's at zero, the ranking is the dense ranking.
+    only_dense = Weights(**{name: 1.0 if name == "dense" else 0.0 for name in SIGNALS})
+    lexical, index = _lists("read a csv file")
+    ranked = rank("read a csv file", lexical, [(5, 0.3), (3, 0.2)], CHUNKS, 6, index.idf,
+                  weights=only_dense)
+    assert [f.index for f in ranked[:2]] == [5, 3]
+
+
+def test_a_long_page_of_a_small_knowledge_base_does_not_outrank_the_page_about_it() -> None:
+    # The app's own knowledge base: README.md is half of it, so many of its passages are in any
+    # first-stage list, one of them even first for BM25; the guide's one section is far closer
+    # in meaning, and a guide is not pushed down for being one.
+    guide = _chunk(0, "docs/guide.md", "Setup guide", "Serving",
+                   "Run the serve command to build everything and serve the app on port 8000.")
+    readme = [_chunk(1 + i, "README.md", "Project", f"Part {i}",
+                     f"Part {i}: the server can serve files and the app behind a proxy.")
+              for i in range(20)]
+    chunks = [guide, *readme]
+    lexical = [(1, 2.1), (0, 2.0), *((i, 1.0) for i in range(2, 20))]
+    dense = [(0, 0.47), (1, 0.26), *((i, 0.25 - 0.005 * i) for i in range(2, 20))]
+    ranked = rank("how do I serve the app?", lexical, dense, chunks, 2)
+    assert chunks[ranked[0].index].source == "docs/guide.md"
+    assert WEIGHTS.guide >= 0
+    assert WEIGHTS.guide_howto >= 0
+
+
+def test_a_page_of_measurements_yields_unless_the_question_is_about_speed() -> None:
+    # A benchmarks page mentions every component by name beside its figures, and changes with
+    # every run; it answers how fast, not what something is.
+    report = _chunk(0, "BENCHMARKS.md", "Benchmarks", "Embeddings (MiniLM int8)",
+                    "The embedding model embeds 80 passages per second natively.")
+    card = _chunk(1, "MODEL_CARD.md", "Model card", "all-MiniLM-L6-v2",
+                  "The embedding model is all-MiniLM-L6-v2, quantised to int8.")
+    assert page_kind("Benchmarks", "BENCHMARKS.md") == "report"
+    assert page_kind("timeit — Measure execution time", "library/timeit.html") == "reference"
+    assert _two_pages(report, card, "which embedding model does it use?")[0] == "MODEL_CARD.md"
+    assert _two_pages(report, card, "how fast is the embedding model?")[0] == "BENCHMARKS.md"
