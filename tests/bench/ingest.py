@@ -361,8 +361,28 @@ def browser_side(browser: Any, limit: int = 40) -> dict[str, Any]:
             "first_ask_after_reload_ms": round(first)}
 
 
+PARTS_ENV = "WASMAGENT_BENCH_INGEST_PARTS"
+"""`open`: re-measure the opening only, on the knowledge base the last full run built, and keep
+the section's other figures from bench-results.json (the whole section takes ~20 minutes)."""
+
+
+def _remeasure(ctx: Any, parts: set[str]) -> dict[str, Any]:
+    if parts != {"open"}:
+        raise ValueError(f"{PARTS_ENV} supports only 'open', not {sorted(parts)}")
+    results = ROOT / "bench-results.json"
+    previous = json.loads(results.read_text())["sections"].get("ingest", {}) \
+        if results.exists() else {}
+    db = CACHE / ("kb-quick.sqlite" if ctx.quick else "kb.sqlite")
+    if "native" not in previous or not db.exists():
+        raise ValueError(f"{PARTS_ENV}=open needs an earlier full run of this section")
+    return {**previous, "open": opening(db, previous["native"]["passages"], ctx.quick, 20)}
+
+
 def run(ctx: Any) -> dict[str, Any]:
     CACHE.mkdir(parents=True, exist_ok=True)
+    parts = os.environ.get(PARTS_ENV)
+    if parts:
+        return _remeasure(ctx, set(parts.split(",")))
     pages60 = sample(60)
     corpus = pages60 if ctx.quick else quality.CORPUS
     db = CACHE / ("kb-quick.sqlite" if ctx.quick else "kb.sqlite")

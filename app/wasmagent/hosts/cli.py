@@ -63,6 +63,17 @@ def _complete(work: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(work)
 
 
+def _start_models() -> None:
+    """Set up a process that answers one question: its model sessions start loading before it
+    imports the agent (100-200 ms of imports), on another core through onnxruntime's C API
+    (`onnx_sessions.start_loading`); the native host it then creates takes them over. What
+    fails here (a bad `$WASMAGENT_MINILM_WEIGHTS`) fails again, reported, in the command."""
+    from .onnx_sessions import start_loading
+
+    with contextlib.suppress(Exception):
+        start_loading()
+
+
 def _embed(args: argparse.Namespace) -> int:
     from . import cli_commands
 
@@ -229,6 +240,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> tuple[int, bo
             _one_shot()
         if program and getattr(args, "brief", False):
             _brief()
+            _start_models()
         result: int = args.func(args)
         # Flush here, not at interpreter exit, so that a reader that left shows up below.
         sys.stdout.flush()

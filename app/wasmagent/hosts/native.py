@@ -4,223 +4,90 @@ Blocking native calls run on one dedicated thread per resource (`blocking.OneThr
 onnxruntime releases the GIL while it computes), so the event loop keeps serving. The stores
 (SQLite, PostgreSQL) live in `sql.py`.
 
-Start-up matters to `python -m wasmagent ask` (one question per process): model sessions are
-created on a thread as soon as the host exists, alongside the knowledge base's loading, from a
-graph onnxruntime optimised once and cached (`ort_cache_dir`); aiohttp is imported only when
-an LLM upstream is first called.
+Start-up matters to `python -m wasmagent ask` (one question per process): model sessions
+(`onnx_sessions`, through onnxruntime's C API where it loads, else the Python binding below)
+are created on a thread from the process's first moments, alongside its imports and the
+knowledge base's loading, from a graph onnxruntime optimised once and cached; numpy is imported
+when vectors are first added, aiohttp when an LLM upstream is first called.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import platform
-import re
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import onnxruntime as ort
-
 from ..errors import RETRYABLE_STATUS, AgentError, ErrorCode, UpstreamError
 from ..ports import Host, LoopClock, Tensor
-from .blocking import OneThread
+from .onnx_sessions import (
+    MINILM_ENV,
+    MINILM_FILES,
+    MODEL_FILES,
+    MODELS_DIR,
+    OnnxInference,
+    exact_int8_kernels,
+    minilm_weights,
+    ort_cache_dir,
+    start_loading,
+)
 from .sql import SqliteStore, SqlStore
 
 if TYPE_CHECKING:
     import aiohttp
+    import numpy as np
+    import onnxruntime as ort
 
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
-MODEL_FILES = {
-    "minilm": "all-minilm-l6-v2/model.int8.onnx",
-    "intent": "intent/intent.onnx",
-}
-# MiniLM comes in two files with the same int8 weights (see models/MODEL_CARD.md): `int8` stores
-# them signed (the browser's model; onnxruntime runs it on u8s8 kernels), `uint8` stores them
-# + 128 (u8u8 kernels). On x86 without VNNI the u8s8 kernels sum pairs of products in 16-bit
-# saturating arithmetic (vpmaddubsw), which bent vectors to cosine 0.96 of the browser's; the
-# u8u8 kernels widen first and are exact, but 2-3x slower where VNNI makes u8s8 exact anyway.
-MINILM_FILES = {
-    "int8": "all-minilm-l6-v2/model.int8.onnx",
-    "uint8": "all-minilm-l6-v2/model.uint8.onnx",
-}
-MINILM_ENV = "WASMAGENT_MINILM_WEIGHTS"  # int8 | uint8 | auto (the default)
-CACHE_ENV = "WASMAGENT_CACHE_DIR"  # where optimised graphs are kept; "off" to keep none
-_NP = {"int64": np.int64, "float32": np.float32}
+__all__ = ["MINILM_ENV", "MINILM_FILES", "MODELS_DIR", "MODEL_FILES", "AiohttpStream",
+           "BindingSession", "NumpyVectors", "OnnxInference", "exact_int8_kernels",
+           "minilm_weights", "native_host", "ort_cache_dir", "start_loading"]
 
 
-def exact_int8_kernels(cpuinfo: str | None, machine: str) -> bool:
-    """Whether onnxruntime's u8s8 GEMM is exact here, mirroring MLAS's kernel choice (1.30,
-    mlas/lib/platform.cpp). x86: the AVX2 and AVX-512-core kernels saturate (vpmaddubsw); with
-    AVX-512 (F/BW/DQ/VL) only AVX512-VNNI replaces them, without it AVX-VNNI does; below AVX2
-    the SSE kernel widens to 16 bits first (exact). ARM's kernels are exact. `cpuinfo` is
-    /proc/cpuinfo's text; None (not Linux) on x86 means unknown: assume the worst."""
-    if machine.lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return True
-    if cpuinfo is None:
-        return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    if "avx2" not in flags:
-        return True
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        return "avx512_vnni" in flags
-    return "avx_vnni" in flags
+class BindingSession:
+    """A session of onnxruntime's Python binding, run as `ort_c.Session` is (the fallback where
+    the C API is unavailable, or chosen with `$WASMAGENT_ORT_API=python`)."""
 
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+        self.outputs = [o.name for o in session.get_outputs()]
 
-def minilm_weights(env: Mapping[str, str] = os.environ, cpuinfo: Path = Path("/proc/cpuinfo"),
-                   machine: str | None = None) -> str:
-    """The MiniLM file for this CPU (a key of MINILM_FILES); `$WASMAGENT_MINILM_WEIGHTS` forces
-    one (tests run the uint8 model on a VNNI machine, or int8 under an emulated older CPU)."""
-    forced = env.get(MINILM_ENV, "auto")
-    if forced in MINILM_FILES:
-        return forced
-    if forced != "auto":
-        raise ValueError(f"{MINILM_ENV} must be auto, int8 or uint8, not {forced!r}")
-    text = cpuinfo.read_text(errors="replace") if cpuinfo.exists() else None
-    exact = exact_int8_kernels(text, machine or platform.machine())
-    return "int8" if exact else "uint8"
+    @classmethod
+    def create(cls, path: Path, *, threads: int, optimization: int, config: Mapping[str, str],
+               save_to: Path | None = None) -> BindingSession:
+        import onnxruntime as ort
 
-
-def ort_cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
-    """Where optimised model graphs are cached: `$WASMAGENT_CACHE_DIR`, else the user's cache
-    directory; None when turned off."""
-    chosen = env.get(CACHE_ENV)
-    if chosen == "off":
-        return None
-    if chosen:
-        return Path(chosen)
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "wasmagent"
-
-
-def _drop_stale(kept: Path, stem: str) -> None:
-    """Removes the cached graphs of earlier versions of `stem`'s model or runtime: each is a
-    full copy of the model (~23 MB), and every rebuild of the model file made a new one
-    (19 were found in one cache). Another checkout still using one recreates it once."""
-    pattern = re.compile(rf"{re.escape(stem)}-\d+-\d+-ort[\w.+-]+\.onnx")
-    for old in kept.parent.iterdir():
-        if old != kept and pattern.fullmatch(old.name):
-            with contextlib.suppress(OSError):
-                old.unlink()
-
-
-class OnnxInference:
-    """The `Inference` port over onnxruntime; one session per model, created on first use or,
-    for the models in `preload`, at once on a thread of their own."""
-
-    def __init__(self, models_dir: Path = MODELS_DIR, threads: int = 0,
-                 minilm: str | None = None, *, preload: Sequence[str] = (),
-                 cache_dir: Path | None = None) -> None:
-        self._dir = models_dir
-        self._threads = threads
-        self.minilm = minilm or minilm_weights()
-        self._files = {**MODEL_FILES, "minilm": MINILM_FILES[self.minilm]}
-        self._cache = cache_dir
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._worker = OneThread("onnx")
-        self._loader: ThreadPoolExecutor | None = None
-        self._loading: dict[str, Future[ort.InferenceSession]] = {}
-        if preload:
-            # Done here, loading the model file (which releases the GIL) overlaps whatever the
-            # process does before its first inference. Initialising the session does not:
-            # onnxruntime's Python binding holds the GIL through it (measured: 50-100 ms in
-            # which no other Python thread ran, of ~75-130 ms in all for MiniLM).
-            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-load")
-            for model in preload:
-                if model in self._files:
-                    self._loading[model] = self._loader.submit(self._create, model)
-
-    def session(self, model: str) -> ort.InferenceSession:
-        if model not in self._sessions:
-            loading = self._loading.pop(model, None)
-            self._sessions[model] = loading.result() if loading else self._create(model)
-        return self._sessions[model]
-
-    def _create(self, model: str) -> ort.InferenceSession:
-        if model not in self._files:
-            raise AgentError(ErrorCode.NOT_FOUND, f"unknown model {model!r}")
-        options = self._options()
-        path = self._dir / self._files[model]
-        cached = self._cached_graph(path)
-        if cached is not None and cached.exists():
-            # Optimised already: creating the session from it takes half the time.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            return ort.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
-        # EXTENDED, not ALL: the levels above it add layout changes for convolutions only (none
-        # here) that tie a saved graph to this CPU.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if cached is not None:
-            partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-            options.optimized_model_filepath = str(partial)
-            try:
-                session = ort.InferenceSession(str(path), options,
-                                               providers=["CPUExecutionProvider"])
-                os.replace(partial, cached)
-                _drop_stale(cached, path.stem)
-                return session
-            except Exception:
-                # An unwritable cache must not cost the model: create it again without.
-                with contextlib.suppress(OSError):
-                    partial.unlink()
-                options = self._options()
-                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def _options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
-        # Idle intra-op threads sleep instead of spinning: on 2 cores the spinning threads
-        # took CPU from the event loop and the other requests. Measured: one short text
-        # 7.5 -> 3.5 ms of CPU per embedding for +0.3 ms latency; 32x128 batches unchanged.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return options
+        options.intra_op_num_threads = threads
+        for key, value in config.items():
+            options.add_session_config_entry(key, value)
+        options.graph_optimization_level = ort.GraphOptimizationLevel(optimization)
+        if save_to is not None:
+            options.optimized_model_filepath = str(save_to)
+        return cls(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
 
-    def _cached_graph(self, path: Path) -> Path | None:
-        """The cache file for `path`'s optimised graph (new for a changed model or runtime)."""
-        if self._cache is None:
-            return None
-        try:
-            stat = path.stat()
-            self._cache.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None
-        return self._cache / (f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
-                              f"-ort{ort.__version__}.onnx")
+    @staticmethod
+    def version() -> str:
+        import onnxruntime as ort
 
-    async def run(self, model: str, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        session: ort.InferenceSession | None = self._sessions.get(model)
-        if session is None:
-            loading = self._loading.pop(model, None)
-            if loading is not None:
-                session = self._sessions[model] = await asyncio.wrap_future(loading)
-            else:
-                session = await self._worker.call(self.session, model)
-        assert session is not None
-        inputs = {name: np.frombuffer(t.data, dtype=_NP[t.dtype]).reshape(t.shape)
+        return str(ort.__version__)
+
+    def run(self, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        import numpy as np
+
+        kinds = {"int64": np.int64, "float32": np.float32}
+        inputs = {name: np.frombuffer(t.data, dtype=kinds[t.dtype]).reshape(t.shape)
                   for name, t in feeds.items()}
-        try:
-            outputs = await self._worker.call(session.run, None, inputs)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise AgentError(ErrorCode.INFERENCE, f"onnxruntime failed on {model}: {exc}") from None
-        names = [o.name for o in session.get_outputs()]
-        return {name: _tensor(value) for name, value in zip(names, outputs, strict=True)}
+        outputs = self._session.run(None, inputs)
+        return {name: _tensor(value) for name, value in zip(self.outputs, outputs, strict=True)}
 
     def close(self) -> None:
-        if self._loader is not None:
-            self._loader.shutdown(wait=True)
-        self._worker.close()
+        pass
 
 
 def _tensor(value: Any) -> Tensor:
+    import numpy as np
+
     value = np.ascontiguousarray(value)
     if value.dtype == np.float32:
         data = array("f", value.tobytes())
@@ -233,19 +100,24 @@ def _tensor(value: Any) -> Tensor:
 class NumpyVectors:
     """The `VectorSearch` port over numpy: one float32 matrix per space, grown by doubling its
     capacity (appending a segment never copies the rows already there; re-stacking the whole
-    matrix per segment made ingestion quadratic in the number of passages)."""
+    matrix per segment made ingestion quadratic in the number of passages). numpy is imported
+    by the methods, not with this module: a one-shot `ask` starts its model sessions first."""
 
     def __init__(self) -> None:
         self._spaces: dict[str, np.ndarray[Any, Any]] = {}
         self._rows: dict[str, int] = {}
 
     async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
+        import numpy as np
+
         return self._append(space, dim, np.frombuffer(rows, dtype=np.float32).reshape(-1, dim))
 
     async def add_parts(self, space: str, dim: int, parts: Sequence[bytes]) -> int:
         """Append the little-endian float32 rows of `parts` (a knowledge base's segments as
         stored). A new space gets them copied once into a matrix of exactly their size, which
         numpy allocates with huge pages (see `kb.add_rows`)."""
+        import numpy as np
+
         blocks = [np.frombuffer(part, dtype="<f4").reshape(-1, dim) for part in parts]
         if space in self._spaces or len(blocks) < 2:
             for block in blocks:
@@ -257,6 +129,8 @@ class NumpyVectors:
         return rows
 
     def _append(self, space: str, dim: int, block: np.ndarray[Any, Any]) -> int:
+        import numpy as np
+
         current = self._spaces.get(space)
         used = self._rows.get(space, 0)
         if current is None:
@@ -275,6 +149,8 @@ class NumpyVectors:
         return self._rows[space]
 
     async def search(self, space: str, query: array, k: int) -> list[tuple[int, float]]:  # type: ignore[type-arg]
+        import numpy as np
+
         matrix = self._spaces.get(space)
         if matrix is None or k <= 0:
             return []
