@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from tests.support.vectors import ListVectors
 from wasmagent.inference.embedder import Embedder
 from wasmagent.knowledge.kb import KnowledgeBase
 from wasmagent.knowledge.library import Library
@@ -25,27 +26,6 @@ from wasmagent.text.tokenizer import WordPieceTokenizer
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"abcdefghijklmnopqrstuvwxyz0123456789.,:#"]
 QUESTIONS = ["how to open file 3", "socket timeout 12", "parse json 7", "thread pool 19"]
 TOPICS = ["open file", "socket timeout", "parse json", "thread pool", "regular expression"]
-
-
-class ListVectors:
-    """A pure-Python `VectorSearch` (the core tests run in Pyodide, without numpy)."""
-
-    def __init__(self) -> None:
-        self.spaces: dict[str, list[list[float]]] = {}
-
-    async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
-        found = self.spaces.setdefault(space, [])
-        found.extend(list(rows[i:i + dim]) for i in range(0, len(rows), dim))
-        return len(found)
-
-    async def search(self, space: str, query: array, k: int  # type: ignore[type-arg]
-                     ) -> list[tuple[int, float]]:
-        scores = [(i, sum(a * b for a, b in zip(row, query, strict=True)))
-                  for i, row in enumerate(self.spaces.get(space, []))]
-        return sorted(scores, key=lambda s: (-s[1], s[0]))[:k]
-
-    async def drop(self, space: str) -> None:
-        self.spaces.pop(space, None)
 
 
 class HashModel:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tests.support.aio import collect, of, ticks
+from tests.support.vectors import ListVectors
 from wasmagent.ports import Host, LoopClock, MemoryStore, ModelState, Tensor
 from wasmagent.service import Service
 
@@ -50,29 +51,6 @@ class StandInModel:
             for i in range(r * 384, (r + 1) * 384):
                 out[i] /= norm
         return {"sentence_embedding": Tensor("float32", (rows, 384), out)}
-
-
-class ListVectors:
-    """A pure-Python `VectorSearch`, counting its searches."""
-
-    def __init__(self) -> None:
-        self.spaces: dict[str, list[list[float]]] = {}
-        self.searches = 0
-
-    async def add(self, space: str, dim: int, rows: array) -> int:  # type: ignore[type-arg]
-        found = self.spaces.setdefault(space, [])
-        found.extend(list(rows[i:i + dim]) for i in range(0, len(rows), dim))
-        return len(found)
-
-    async def search(self, space: str, query: array, k: int  # type: ignore[type-arg]
-                     ) -> list[tuple[int, float]]:
-        self.searches += 1
-        scores = [(i, sum(a * b for a, b in zip(row, query, strict=True)))
-                  for i, row in enumerate(self.spaces.get(space, []))]
-        return sorted(scores, key=lambda s: (-s[1], s[0]))[:k]
-
-    async def drop(self, space: str) -> None:
-        self.spaces.pop(space, None)
 
 
 class Setup:
