@@ -44,7 +44,7 @@ DEPTH = 20
 L2 = 3.0
 OWN_WEIGHT = 0
 """How many times each own question would count in the fit (0: only checked)."""
-FIXED = {"changelog_asked": 0.0, "report": WEIGHTS.report}
+FIXED = {"changelog_asked": 0.0, "report": WEIGHTS.report, "lexical": WEIGHTS.lexical}
 """Signals kept at a prior weight (in final units): too few tuning examples (release notes asked
 about changes) or none (the Python docs have no page of measurements) to learn them from."""
 PRIORS = {"guide": 0.0, "guide_howto": 0.0, "tutorial": 0.0}
