@@ -50,6 +50,25 @@ function highlighted(text, quote) {
   return p;
 }
 
+// Consecutive passages of one section, with the text each repeats from the one before it
+// (at least a few words, never a coincidental letter) left out.
+function withoutOverlap(texts) {
+  const out = [];
+  for (const text of texts) {
+    const prev = out.at(-1);
+    let cut = 0;
+    for (let k = Math.min(prev?.length ?? 0, text.length); k >= 20; k--) {
+      if (prev.endsWith(text.slice(0, k))) {
+        cut = k;
+        break;
+      }
+    }
+    if (cut) out[out.length - 1] = prev + text.slice(cut);
+    else out.push(text);
+  }
+  return out;
+}
+
 const SERVER_ROUTES = new Set(["llm", "llm_fallback"]);
 
 export class Chat {
@@ -133,7 +152,14 @@ export class Chat {
     try {
       const { result } = await this.client.request("kb.passage", { kb, source: citation.source, anchor: citation.anchor || "" });
       const quote = (citation.text || citation.snippet || "").replace(/^…|…$/g, "").trim();
-      body.replaceChildren(...result.texts.map((t) => highlighted(t, quote)));
+      // The section's passages overlap (chunking repeats a sentence or two at each cut): shown
+      // joined, so no text appears twice, with the quote marked where it first appears.
+      let marked = false;
+      body.replaceChildren(...withoutOverlap(result.texts).map((t) => {
+        const p = marked ? el("p", { textContent: t }) : highlighted(t, quote);
+        marked ||= p.querySelector("mark") !== null;
+        return p;
+      }));
       // On a small screen the cited sentence can sit far below the top of a long passage.
       body.querySelector("mark")?.scrollIntoView({ block: "center" });
     } catch {
