@@ -8,13 +8,12 @@ Pyodide too."""
 from __future__ import annotations
 
 import json
-import zlib
 from array import array
 from collections.abc import Mapping
 
 import pytest
 
-from tests.support.vectors import ListVectors
+from tests.support.vectors import ListVectors, hashed_embeddings
 from wasmagent.inference.embedder import Embedder
 from wasmagent.knowledge.kb import KnowledgeBase
 from wasmagent.knowledge.library import Library
@@ -32,13 +31,7 @@ class HashModel:
     """A stand-in model: a text's vector is its character ids hashed into 384 buckets."""
 
     async def run(self, model: str, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        ids = feeds["input_ids"]
-        rows, width = ids.shape
-        out = array("f", bytes(4 * 384 * rows))
-        for r in range(rows):
-            for t in ids.data[r * width:(r + 1) * width]:
-                out[r * 384 + zlib.crc32(str(t).encode()) % 384] += 1.0
-        return {"sentence_embedding": Tensor("float32", (rows, 384), out)}
+        return {"sentence_embedding": hashed_embeddings(feeds["input_ids"])}
 
 
 def _docs(n: int, start: int = 0) -> list[DocumentIn]:

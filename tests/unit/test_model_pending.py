@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from array import array
 from collections.abc import Mapping
 from typing import Any
 
 from tests.support.aio import collect, of, ticks
-from tests.support.vectors import ListVectors
+from tests.support.documents import GUIDE, NOTES
+from tests.support.vectors import ListVectors, hashed_embeddings
 from wasmagent.ports import Host, LoopClock, MemoryStore, ModelState, Tensor
 from wasmagent.service import Service
 
 VOCAB = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *"abcdefghijklmnopqrstuvwxyz0123456789.,:#?"])
-DOCS = [
-    {"source": "guide/install.md", "text": "# Install\n\n## Requirements\n\nYou need Python 3.11 "
-     "or newer and Node 20 or newer.\n\n## Steps\n\nRun ./build.sh serve and open the printed "
-     "address in a browser."},
-    {"source": "guide/faq.rst", "text": "FAQ\n===\n\nDoes it work offline?\n----------------------"
-     "\n\nYes. After the first visit a service worker keeps every file cached."},
-]
-MORE = [{"source": "notes.txt", "text": "Release notes\n\nVersion 0.1 adds citations to every "
-         "answer."}]
+DOCS = GUIDE
+MORE = [NOTES]
 
 
 class StandInModel:
@@ -41,16 +34,7 @@ class StandInModel:
         self.runs[model] = self.runs.get(model, 0) + 1
         if model == "intent":
             return {"probabilities": Tensor("float32", (1, 4), array("f", [1.0, 0, 0, 0]))}
-        ids = feeds["input_ids"]
-        rows, width = ids.shape
-        out = array("f", bytes(4 * 384 * rows))
-        for r in range(rows):
-            for t in ids.data[r * width:(r + 1) * width]:
-                out[r * 384 + zlib.crc32(str(t).encode()) % 384] += 1.0
-            norm = sum(x * x for x in out[r * 384:(r + 1) * 384]) ** 0.5 or 1.0
-            for i in range(r * 384, (r + 1) * 384):
-                out[i] /= norm
-        return {"sentence_embedding": Tensor("float32", (rows, 384), out)}
+        return {"sentence_embedding": hashed_embeddings(feeds["input_ids"], normalise=True)}
 
 
 class Setup:

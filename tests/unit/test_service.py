@@ -13,20 +13,14 @@ from typing import Any
 import pytest
 
 from tests.support.aio import collect, of
+from tests.support.documents import GUIDE, NOTES
 from wasmagent.hosts.native import native_host
 from wasmagent.protocol import Event
 from wasmagent.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DOCS = [
-    {"source": "guide/install.md", "text": "# Install\n\n## Requirements\n\nYou need Python 3.11 "
-     "or newer and Node 20 or newer.\n\n## Steps\n\nRun ./build.sh serve and open the printed "
-     "address in a browser."},
-    {"source": "guide/faq.rst", "text": "FAQ\n===\n\nDoes it work offline?\n----------------------"
-     "\n\nYes. After the first visit a service worker keeps every file cached."},
-    {"source": "notes.txt", "text": "Release notes\n\nVersion 0.1 adds citations to every answer."},
-]
+DOCS = [*GUIDE, NOTES]
 
 
 def _service(store: str | Path = ":memory:") -> tuple[Service, list[dict[str, Any]]]:
