@@ -68,6 +68,17 @@ HOWTO = Chunk("c4", "docs/sorting.html", "Sorting HOW TO", "Key Functions", "a4"
               "called on each list element prior to making comparisons.")
 
 
+def test_words_in_common_are_not_enough_when_the_model_found_nothing_close() -> None:
+    # Searched by meaning too, yet none of the model's nearest passages made the top hits: the
+    # shared words are a coincidence ("write me a poem about the sea" against the Python docs).
+    hits = [Hit(OPEN, 0.03, 7.0, 0.0)]
+    answer = compose_answer("open a file object", hits, dense=True)
+    assert not answer.confident
+    assert answer.text == I_DONT_KNOW
+    assert not answer.on_topic
+    assert compose_answer("open a file object", hits, dense=False).confident
+
+
 def test_middling_evidence_lists_pages_instead_of_asserting_a_sentence() -> None:
     answer = compose_answer("how do I sort records by a field",
                             [Hit(JSON, 0.09, 2.0, 0.38), Hit(HOWTO, 0.08, 1.5, 0.36)])
@@ -148,3 +159,15 @@ def test_a_question_in_another_language_gets_pages_not_i_dont_know() -> None:
     assert [c.source for c in answer.citations] == ["docs/p1.html"]
     english = compose_answer("what is the capital of France", [Hit(OPEN, 0.09, 5.0, 0.2)])
     assert english.text == I_DONT_KNOW
+
+
+def test_documents_that_speak_to_a_question_are_on_topic_even_when_not_sure() -> None:
+    # The intent head's canned reply gives way to these (pipeline/workers.py): a how-to it
+    # called out of scope, with a page about it at a middling cosine, gets that page cited.
+    middling = [Hit(SORT, 0.09, 5.0, 0.46)]
+    answer = compose_answer("sort a list in place without copying it", middling)
+    assert (answer.confident, answer.on_topic) == (False, True)
+    assert answer.citations[0].source == "docs/p2.html"
+    # One shared word of two, far in meaning: not what was asked (a canned reply is better).
+    assert not compose_answer("play the list of songs", [Hit(SORT, 0.05, 1.0, 0.36)]).on_topic
+    assert not compose_answer("tell me a joke", [Hit(OPEN, 0.01, 0.2, 0.08)]).on_topic

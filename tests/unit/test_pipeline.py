@@ -283,7 +283,7 @@ def _job(text: str, mode: str = "auto") -> Job:
                0.0)
 
 
-async def test_a_sure_intent_guess_only_stands_in_when_the_documents_have_no_sure_answer(
+async def test_a_sure_intent_guess_only_stands_in_when_the_documents_do_not_speak_to_it(
 ) -> None:
     from wasmagent.pipeline.workers import RetrievalWorker
 
@@ -300,6 +300,19 @@ async def test_a_sure_intent_guess_only_stands_in_when_the_documents_have_no_sur
     reply = await worker(job)
     assert (reply.route, reply.confident) == (Route.CANNED, False)
     assert reply.text == job.canned
+    # A knowledge base that speaks to the question, even without a sure answer, answers it: the
+    # head calls how-to questions it has never seen out of scope (issue 20's dev half: 5 of 168).
+    from wasmagent.protocol import DocumentIn
+
+    library = Library(ports.MemoryStore(), None, None)
+    await library.ingest("default", [DocumentIn("ids.md", "# Unique ids\n\nTo make a unique "
+                                                "id, call uuid4() from the uuid module.")])
+    cited = await RetrievalWorker(library, "default")(job)
+    assert cited.route is Route.RETRIEVE
+    assert [c.source for c in cited.citations] == ["ids.md"]
+    await library.ingest("other", [DocumentIn("cake.md", "# Cake\n\nBake it for an hour.")])
+    job.request = Ask("q", "how do I make a unique id?", kb="other")
+    assert (await RetrievalWorker(library, "default")(job)).route is Route.CANNED
     # Asked for the LLM where there is none, smalltalk still gets its reply, not an error.
     job = _job("nice to meet you", mode="llm")
     await router.route(job)

@@ -128,6 +128,11 @@ class KnowledgeBase:
             self._sizes.append(len(chunks))
             self._segments = segments
 
+    def searches_by_meaning(self, embedding: array | None) -> bool:  # type: ignore[type-arg]
+        """Whether `search` ranks by meaning too (its condition): a question's vector, and
+        vectors stored for the chunks (not when they were added while the model was away)."""
+        return embedding is not None and self._vectors is not None and self._has_vectors
+
     async def search(self, query: str, embedding: array | None, k: int = 5  # type: ignore[type-arg]
                      ) -> list[Hit]:
         """The `k` best chunks for a question by fused BM25 + dense ranking."""

@@ -46,7 +46,8 @@ class Reply:
 
 @dataclass(slots=True)
 class Job:
-    """One question in flight. Stages fill in `embedding`, `route`, `tool_calls` and `reply`."""
+    """One question in flight. Stages fill in `embedding`, `route`, `tool_calls`, `by_meaning`
+    and `reply`."""
 
     request: Ask
     ctx: Context
@@ -55,6 +56,8 @@ class Job:
     started: float
     timings: dict[str, float] = field(default_factory=dict)
     embedding: Any = None
+    by_meaning: bool | None = None
+    """Whether the knowledge base was searched by meaning too (set by the search; None before)."""
     route: Route | None = None
     tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
     canned: str | None = None

@@ -157,7 +157,7 @@ class LlmWorker:
                 job.emit(Delta(job.request.id, piece))
             return Reply("".join(shown) + notice + text, route, from_tools, True, detail,
                          streamed=True)
-        extractive = compose_answer(job.request.text, hits)
+        extractive = compose_answer(job.request.text, hits, job.by_meaning)
         notice = f"{lead}[{failed} Answer from the local documents instead:]\n\n"
         for piece in (notice, extractive.text):
             job.emit(Delta(job.request.id, piece))

@@ -11,7 +11,8 @@ embedded: retrieval answers from keyword search alone, and no intent head runs; 
 embed one question does the same (logged), never an error for the asker.
 Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
 "I don't know" from the knowledge base is better than a canned brush-off; and even when the head
-is sure, a knowledge base that answers confidently wins over its canned reply.
+is sure, a knowledge base that speaks to the question (`answer.extractive.on_topic`: sure, or
+pages holding half its words at a cosine ≥ 0.4) wins over its canned reply.
 """
 
 from __future__ import annotations
@@ -170,5 +171,5 @@ class Router:
             job.route = Route.CANNED
         # Otherwise the canned reply is retrieval's fallback: the intent head is sure of
         # documentation questions it has never seen far too often (how-to questions as out of
-        # scope at 0.85), so the knowledge base answers when it is sure, and the canned reply
-        # comes only when it is not (RetrievalWorker).
+        # scope at 0.85), so the knowledge base answers when it speaks to the question, even
+        # unsure, and the canned reply comes only when it does not (RetrievalWorker).

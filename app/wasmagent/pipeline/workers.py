@@ -31,6 +31,7 @@ async def search(library: Library, default_kb: str, job: Job) -> list[Hit] | Non
         if exc.code is ErrorCode.NOT_FOUND and job.request.kb is None:
             return None
         raise
+    job.by_meaning = kb.searches_by_meaning(job.embedding)
     return await kb.search(job.request.text, job.embedding, job.request.top_k)
 
 
@@ -47,9 +48,10 @@ class RetrievalWorker:
 
     async def __call__(self, job: Job) -> Reply:
         hits = await search(self._library, self._default, job)
-        answer = None if hits is None else compose_answer(job.request.text, hits)
-        if job.canned is not None and (answer is None or not answer.confident):
-            # The intent head's canned reply, kept for when the documents have no sure answer.
+        answer = None if hits is None else compose_answer(job.request.text, hits, job.by_meaning)
+        if job.canned is not None and (answer is None or not answer.on_topic):
+            # The intent head's canned reply, kept for when the documents do not speak to the
+            # question (its guess is wrong about documentation questions it has never seen).
             return Reply(job.canned, Route.CANNED, confident=False,
                          detail={"intent": job.intent or "rule"})
         if hits is None or answer is None:
