@@ -26,11 +26,18 @@ export class AgentClient {
     if (threads) url.searchParams.set("threads", String(threads));
     if (kb) url.searchParams.set("kb", kb);
     if (!localModel) url.searchParams.set("llm", "off");
-    const worker = new Worker(url, { type: "module" });
-    return new AgentClient(worker, SCHEMA, onEvent);
+    // A worker the page's first script (page/start.js, widget/start.js) already started for this
+    // very URL is adopted with what it sent meanwhile; one for another URL is not ours to use.
+    const key = Symbol.for("wasmagent.earlyWorker");
+    const early = globalThis[key];
+    delete globalThis[key];
+    if (early && early.url !== url.href) early.worker.terminate();
+    const adopted = early?.url === url.href ? early : null;
+    const worker = adopted?.worker ?? new Worker(url, { type: "module" });
+    return new AgentClient(worker, SCHEMA, onEvent, adopted);
   }
 
-  constructor(worker, schema, onEvent) {
+  constructor(worker, schema, onEvent, early = null) {
     this.worker = worker;
     this.schema = schema;
     this.listeners = new Set(onEvent ? [onEvent] : []);
@@ -42,8 +49,18 @@ export class AgentClient {
     });
     // Callers that never await `ready` must not see an unhandled rejection when boot fails.
     this.ready.catch(() => {});
-    worker.onmessage = (e) => this._receive(e.data);
-    worker.onerror = (e) => this._fail(new AgentError(ERROR_CODES.INTERNAL, e.message || "the worker crashed"));
+    const listen = () => {
+      worker.onmessage = (e) => this._receive(e.data);
+      worker.onerror = (e) => this._fail(new AgentError(ERROR_CODES.INTERNAL, e.message || "the worker crashed"));
+    };
+    if (!early) return void listen();
+    // What an adopted worker sent so far is replayed in a later task, once the caller holds
+    // this client (its listeners may use it); the early handlers keep queueing until then.
+    setTimeout(() => {
+      listen();
+      for (const data of early.messages.splice(0)) this._receive(data);
+      for (const e of early.errors.splice(0)) worker.onerror(e);
+    });
   }
 
   // Listen to every event (including boot progress, whose id is null). Returns an unsubscribe.

@@ -2,9 +2,20 @@
 // boot progress with real byte counts, then hands every message to Python unchanged. All agent
 // logic is Python (wasmagent.hosts.browser drives the core); this file only wires JS to it.
 import { loadPyodide } from "../pyodide/pyodide.mjs";
+// The Emscripten module loadPyodide imports by this same URL once it runs: fetched and parsed
+// (1.2 MB) with this worker's other modules instead of after the boot manifest has come.
+import "../pyodide/pyodide.asm.mjs";
 import { createFetch } from "./fetch.js";
 import { startHost } from "./host.js";
 import { ERROR_CODES, event, isTerminal, request } from "../shared/protocol.js";
+// host.js's own imports, listed here too so they are fetched with the ones above instead of one
+// level later each (a worker has no modulepreload; the widget's frame revalidates every module).
+import "../ort/ort.wasm.min.mjs";
+import "./ort-host.js";
+import "./idb-store.js";
+import "./vectors.js";
+import "./server-link.js";
+import "./llm-host.js";
 
 const base = new URL("../", import.meta.url); // the app root
 const post = (event) => self.postMessage(JSON.stringify(event));

@@ -38,6 +38,10 @@ from ..llm.json_tools import json_turn
 from ..llm.remote import RemoteLlm
 from ..llm.repetition import until_repeat
 from ..llm.wire import build_messages
+
+# Service imports the LLM worker chain on first use (cheap one-shot CLI asks); the browser always
+# builds it, so it is imported here, where the build's memory snapshot holds it (~50-90 ms/boot).
+from ..pipeline import llm_worker  # noqa: F401
 from ..ports import (
     Host,
     LoopClock,

@@ -109,7 +109,7 @@ class WordPieceTokenizer:
         """Characters met so far whose normalisation changes them (for `str.translate`)."""
         self._punct: dict[str, bool] = {}
         self._words: dict[str, tuple[int, ...]] = {}
-        self._max_piece = max((len(t) for t in self.vocab), default=1)
+        self._max_piece = max(map(len, self.vocab), default=1)  # no generator: part of every boot
 
     @classmethod
     def from_vocab_text(cls, text: str, *, max_length: int = 256) -> WordPieceTokenizer:
