@@ -74,8 +74,10 @@ def test_words_in_common_are_not_enough_when_the_model_found_nothing_close() -> 
     hits = [Hit(OPEN, 0.03, 7.0, 0.0)]
     answer = compose_answer("open a file object", hits, dense=True)
     assert not answer.confident
-    assert answer.text == I_DONT_KNOW
-    assert not answer.on_topic
+    assert answer.text == NOT_SURE, "the pages are listed, nothing is asserted"
+    assert [c.source for c in answer.citations] == ["docs/p1.html"]
+    assert not answer.on_topic, "a sure intent guess (small talk, out of scope) wins"
+    assert compose_answer("quantum chromodynamics lattice", hits, dense=True).text == I_DONT_KNOW
     assert compose_answer("open a file object", hits, dense=False).confident
 
 
