@@ -231,3 +231,16 @@ def token_server(log_dir: Path, names: Sequence[str], *args: str, upstream: bool
 def bearer_headers(srv: Server, who: str = "alice") -> dict[str, str]:
     """The HTTP headers of `who`'s token on a `token_server`."""
     return {"Authorization": f"Bearer {srv.tokens[who]}"}
+
+
+def imported_by_ask(kb: Path, question: str) -> tuple[set[str], str]:
+    """The modules one `python -m wasmagent ask` process imports (its `-X importtime` lines),
+    and the end of its stderr to show when an assertion on them fails."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wasmagent", "ask", "--kb", str(kb),
+         "--json", question],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    return imported, proc.stderr[-2000:]

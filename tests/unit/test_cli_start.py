@@ -7,13 +7,11 @@ garbage collector."""
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import imported_by_ask
 from wasmagent.hosts import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,16 +21,10 @@ NOT_IMPORTED = ("wasmagent.protocol.schema", "wasmagent.protocol.widget",
 
 
 def test_an_ask_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "wasmagent", "ask", "--kb",
-         str(tmp_path / "kb.sqlite"), "--json", "how do I read a file?"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:") and "|" in line}
+    imported, stderr = imported_by_ask(tmp_path / "kb.sqlite", "how do I read a file?")
     # The whole path ran: the service, the native host and the knowledge base code.
     assert {"wasmagent.service", "wasmagent.hosts.native", "wasmagent.knowledge.kb"} <= imported
-    assert not [m for m in imported if m.startswith(NOT_IMPORTED)], proc.stderr[-2000:]
+    assert not [m for m in imported if m.startswith(NOT_IMPORTED)], stderr
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ and an `ask` that never imports the binding."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from array import array
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import imported_by_ask
 from wasmagent.hosts import onnx_sessions, ort_c
 from wasmagent.hosts.native import MODELS_DIR, BindingSession, OnnxInference
 from wasmagent.inference.embedder import Embedder
@@ -137,12 +135,6 @@ def test_embeddings_through_the_host_match_the_binding(monkeypatch: pytest.Monke
 
 
 def test_an_ask_never_imports_the_python_binding(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "wasmagent", "ask", "--kb",
-         str(tmp_path / "kb.sqlite"), "--json", "what is a list?"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:") and "|" in line}
-    assert "wasmagent.hosts.ort_c" in imported, proc.stderr[-2000:]
+    imported, stderr = imported_by_ask(tmp_path / "kb.sqlite", "what is a list?")
+    assert "wasmagent.hosts.ort_c" in imported, stderr
     assert not [m for m in imported if m.startswith("onnxruntime")]
