@@ -126,7 +126,7 @@ def _dump(db: Path, out: Path) -> None:
 
 
 IMPORT_JS = """async () => {
-    const { openStore } = await import('./idb-store.js');
+    const { openStore } = await import('./worker/idb-store.js');
     const store = await openStore();
     const buf = new Uint8Array(await (await fetch('./pydocs.kv')).arrayBuffer());
     const view = new DataView(buf.buffer);

@@ -270,6 +270,34 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+GAP = (
+    "Where the remaining gap comes from (the dev-half misses and second-place answers read one "
+    "by one on 2026-11-30; the test half is never read):", "",
+    "- **Vocabulary the model does not bridge** (most of the questions that cite no answering "
+    "page): the answering sentence shares no word with the everyday phrasing, and MiniLM does "
+    "not place them close either (the answers sat on the time, collections, math and built-in "
+    "functions pages and in the tutorial's introduction).",
+    "- **A page whose name shares a word with the question ranks first** (about a dozen "
+    "answers whose answering page is second or third): a module named after a word of the "
+    "question (zipimport, binascii, numbers, webbrowser, pyexpat) beats the page that explains "
+    "the task; a negated name (\"without X\") ranks X's page first.",
+    "- **The quoted page is not the best-ranked one**: the search puts the answering page "
+    "first, but the sentence that holds most of the question's words is on the second hit, "
+    "and the quoted page is cited first. Weighing the hit's rank more gains a little on dev but "
+    "brings back the issue's own failure shape (an option that sorts keys quoted for a question "
+    "about key functions; tests/unit/test_extractive.py).",
+    "- **The answer is one section of a long general page** (built-in types, built-in "
+    "functions) for short keyword queries: a short page about one of the words wins.",
+    "- **Other languages**: the glossary maps the question's words to English for BM25, but "
+    "the English-only embedder cannot rank them.", "",
+    "What would close it: a cross-encoder reranker or a stronger embedder (none is available as "
+    "ready ONNX from the registries, see issue 20), or a short index-time description of each "
+    "page's purpose (a re-ingest). Tuning further on the dev half alone now mostly fits the dev "
+    "half: dev gained more than test from the last refit.", "",
+)
+"""Hand-written: the kinds of failure, by cause, so the figures above say what would move them."""
+
+
 def render(section: dict[str, Any]) -> list[str]:
     lines = ["## Answer quality on questions nobody tuned for (issue 20)", ""]
     if "skipped" in section:
@@ -328,6 +356,8 @@ def render(section: dict[str, Any]) -> list[str]:
                          f"{' (marked confident)' if miss['confident'] else ''}")
         lines.append("")
     test = splits.get("test")
+    if test and (test["cited_recall"] < 0.95 or test["mrr"] < 0.85):
+        lines += list(GAP)
     if test:
         met = (test["cited_recall"] >= 0.95 and test["mrr"] >= 0.85
                and test["confident_but_wrong"] <= 0.05
