@@ -103,7 +103,7 @@ class ComposedAnswer:
     citations: list[Source]
     confident: bool
     on_topic: bool = False
-    """Whether the documents speak to the question even if not surely (`on_topic`): a sure
+    """Whether the documents speak to the question even if not surely (`_on_topic`): a sure
     intent guess (out of scope, a tool nobody could parse) gives way to them then."""
 
 
@@ -134,6 +134,12 @@ def _coverage(question_terms: set[str], chunk: Chunk) -> float:
     return len(question_terms & found) / len(question_terms)
 
 
+def _by_meaning(hits: Sequence[HitLike], dense: bool | None) -> bool:
+    """Whether the question was searched by meaning too: as the caller says, or (None) as the
+    hits' cosines show."""
+    return any(h.dense for h in hits) if dense is None else dense
+
+
 def evidence(question: str, hits: Sequence[HitLike], dense: bool | None = None) -> Evidence:
     """How strongly the hits answer the question (see the module docstring). `dense`: whether
     the question was searched by meaning too; None reads it from the hits' cosines."""
@@ -142,9 +148,7 @@ def evidence(question: str, hits: Sequence[HitLike], dense: bool | None = None) 
     terms = set(analyze(question))
     covered = [_coverage(terms, h.chunk) for h in hits[:3]]
     coverage = max(covered, default=0.0)
-    if dense is None:
-        dense = any(h.dense for h in hits)
-    if not dense:
+    if not _by_meaning(hits, dense):
         return "strong" if coverage >= MIN_COVERAGE else "none"
     best = max(h.dense for h in hits)
     if best == 0.0:
@@ -166,19 +170,17 @@ def evidence(question: str, hits: Sequence[HitLike], dense: bool | None = None) 
     return "strong" if agree and (close or whole) else "weak"
 
 
-def on_topic(question: str, hits: Sequence[HitLike], dense: bool | None = None) -> bool:
-    """Whether the documents speak to the question, sure answer or not: a top passage holds at
-    least `ON_TOPIC` of the question's content words and (with a model) the closest one is at
-    least `ON_TOPIC_DENSE` close in meaning. The intent head calls how-to questions it has never
-    seen out of scope or a tool request ("check if an ip address belongs to a network", "how
-    many days between two dates": 5 of 168 on the dev half of tests/bench/eval, cosines 0.46-0.60
-    to their pages), and those pages, cited, help more than a canned brush-off; a real
-    brush-off against the Python docs finds one word of two ("play some music": 0.36, "send an
-    email to my boss": 0.37)."""
-    if evidence(question, hits, dense) == "none":
-        return False
+def _on_topic(question: str, hits: Sequence[HitLike], dense: bool | None) -> bool:
+    """Whether the documents speak to the question though not surely (their evidence is not
+    "none"): a top passage holds at least `ON_TOPIC` of the question's content words and (with
+    a model) the closest one is at least `ON_TOPIC_DENSE` close in meaning. The intent head calls
+    how-to questions it has never seen out of scope or a tool request ("check if an ip address
+    belongs to a network", "how many days between two dates": 5 of 168 on the dev half of
+    tests/bench/eval, cosines 0.46-0.60 to their pages), and those pages, cited, help more than
+    a canned brush-off; a real brush-off against the Python docs finds one word of two ("play
+    some music": 0.36, "send an email to my boss": 0.37)."""
     best = max((h.dense for h in hits), default=0.0)
-    if (dense or any(h.dense for h in hits)) and best < ON_TOPIC_DENSE:
+    if _by_meaning(hits, dense) and best < ON_TOPIC_DENSE:
         return False
     terms = set(analyze(question))
     return max((_coverage(terms, h.chunk) for h in hits[:3]), default=0.0) >= ON_TOPIC
@@ -282,13 +284,11 @@ def compose_answer(question: str, hits: Sequence[HitLike],
     level = evidence(question, hits, dense)
     if level == "none":
         return ComposedAnswer(I_DONT_KNOW, [], False)
-    topical = on_topic(question, hits, dense)
-    if level == "weak":
-        return ComposedAnswer(NOT_SURE, [_cite(h) for h in _pages(hits)], False, topical)
-    every = _candidates(question, hits)
+    every = [] if level == "weak" else _candidates(question, hits)
     candidates = [c for c in every if c.matched >= MIN_MATCH]
     if not candidates:
-        return ComposedAnswer(NOT_SURE, [_cite(h) for h in _pages(hits)], False, topical)
+        return ComposedAnswer(NOT_SURE, [_cite(h) for h in _pages(hits)], False,
+                              _on_topic(question, hits, dense))
     # The sentence score already weighs rare words and the heading; a sentence that says more of
     # what was asked gets a further lift, and a lower-ranked hit must earn its place: the page
     # quoted is the first one cited, and it should be the best-ranked page that answers.

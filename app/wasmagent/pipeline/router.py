@@ -11,7 +11,7 @@ embedded: retrieval answers from keyword search alone, and no intent head runs; 
 embed one question does the same (logged), never an error for the asker.
 Retrieval is the default whenever the intent head is unsure or unavailable, because an honest
 "I don't know" from the knowledge base is better than a canned brush-off; and even when the head
-is sure, a knowledge base that speaks to the question (`answer.extractive.on_topic`: sure, or
+is sure, a knowledge base that speaks to the question (`ComposedAnswer.on_topic`: sure, or
 pages holding half its words at a cosine ≥ 0.4) wins over its canned reply.
 """
 
