@@ -179,6 +179,19 @@ def write_browser_model() -> None:
     copy_if_changed(out, DIST / "models" / BROWSER_MINILM)
 
 
+SCORES_WASM = "worker/scores.wasm"
+
+
+def write_scores_kernel() -> None:
+    """The vector search kernel: web/worker/scores.wat compiled with wabt (wasm_pkg/scores.mjs)."""
+    src, out = ROOT / "web/worker/scores.wat", DIST / SCORES_WASM
+    key = digest([src, ROOT / "wasm_pkg/scores.mjs"])
+    if not (out.exists() and stamp_ok("scores-kernel", key)):
+        subprocess.run(["node", str(ROOT / "wasm_pkg/scores.mjs"), str(src), str(out)],
+                       check=True, stdout=subprocess.DEVNULL)
+        write_stamp("scores-kernel", key)
+
+
 def copy_assets() -> None:
     for name in PYODIDE_FILES:
         copy_if_changed(NODE / "pyodide" / name, DIST / "pyodide" / name)
@@ -228,7 +241,8 @@ def write_manifest() -> None:
     sizes = {name: (DIST / name).stat().st_size for name in boot}
     # The worker installs no packages (wasmagent is in the zip): the lock needs no entries.
     info = json.loads((NODE / "pyodide/pyodide-lock.json").read_text())["info"]
-    versioned = [*boot, *(str(p.relative_to(DIST)) for p in sorted(DIST.glob("kb/*.kv")))]
+    versioned = [*boot, SCORES_WASM,
+                 *(str(p.relative_to(DIST)) for p in sorted(DIST.glob("kb/*.kv")))]
     versions = {name: sha256(DIST / name)[:16] for name in versioned}
     manifest = {"files": sizes, "total": sum(sizes.values()), "versions": versions,
                 "lock": {"info": info, "packages": {}}}
@@ -347,6 +361,7 @@ def main() -> None:
     wheels = [build_wheel(), fetch_micropip()]
     write_lock(wheels, args.pyodide_cli)
     copy_assets()
+    write_scores_kernel()
     write_browser_model()
     write_runtime()
     write_default_kb()

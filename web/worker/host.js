@@ -44,6 +44,9 @@ export async function startHost({
   // The intent head (used only with MiniLM) likewise: its session is the first one, which
   // also instantiates onnxruntime-web's wasm, on this same thread.
   ortHost.warm("intent", files.fetchBytes, { after: sessionAfter }).catch(() => {});
+  // The vector search kernel (364 bytes) compiles meanwhile; settled before the host is
+  // handed over, so the status Python reports says what searches will run on.
+  const kernel = vectors.useKernel(files.versioned("worker/scores.wasm").then((url) => fetch(url)));
   const vocab = files.fetchText("models/all-minilm-l6-v2/vocab.txt");
   const stored = openStore().catch((err) => ({ error: String(err) }));
   const labels = files.fetchText("models/intent/labels.json").catch(() => null);
@@ -66,5 +69,6 @@ export async function startHost({
     crossOriginIsolated: self.crossOriginIsolated,
     bootMs: () => performance.now() - started,
   };
+  await kernel;
   return { api, vocab: await vocab, labels: await labels };
 }

@@ -6,7 +6,8 @@
 else why it failed; the agent answers from keyword search until then, and `modelSettled(error)`,
 when present, hears of it after the core has), `store` (IndexedDB, `web/worker/idb-store.js`,
 or `{error}` when unavailable),
-`kb` (the knowledge base to install from `kb/<name>.kv` on first boot), and facts for
+`kb` (the knowledge base to install from `kb/<name>.kv` on first boot), `vectors` (vector
+search, `web/worker/vectors.js`, with `engine()` saying what it runs on), and facts for
 `status` (`threads`, `crossOriginIsolated`, `bootMs()`).
 
 Tensors cross into JS as typed arrays made from the `array` buffers in one copy
@@ -145,7 +146,8 @@ class IndexedDbStore:
 
 
 class JsVectors:
-    """The `VectorSearch` port over `web/worker/vectors.js` (typed arrays searched in JS)."""
+    """The `VectorSearch` port over `web/worker/vectors.js` (rows in wasm memory, scored by a SIMD
+    kernel)."""
 
     def __init__(self, vectors: Any) -> None:
         self._js = vectors
@@ -328,6 +330,10 @@ async def _service(api: Any, vocab: str | None, labels: str | None) -> tuple[Ser
     }
     if store_error:
         info["storage_error"] = str(store_error)
+    vector_engine = api.vectors.engine()
+    info["vector_search"] = str(vector_engine.kernel)
+    if vector_engine.error:
+        info["vector_search_error"] = str(vector_engine.error)
     # Ready before the embedding session: questions meanwhile get keyword answers, and the
     # core switches to hybrid search by itself once `model` settles (`_follow_model`).
     model = ModelState(pending=True)
