@@ -144,6 +144,25 @@ def _v2_blob(index: BM25Index) -> bytes:
                      le_bytes(array("i", index.lengths.values())), le_bytes(docs), le_bytes(tfs)])
 
 
+def test_questions_to_a_packed_index_decode_no_term() -> None:
+    """A question reads its terms' postings straight from the packed arrays: in the browser,
+    decoding them into dicts cost a visit's first questions milliseconds a term, and memory."""
+    from wasmagent.knowledge.packed import LazyPostings, decode_lexical, encode_lexical
+
+    index = BM25Index()
+    texts = ["open a file", "close the file", "sockets and files", "json file", "json", "yaml"]
+    for n, text in enumerate(texts):
+        index.add(n, text)
+    for blob in (encode_lexical(index), _v2_blob(index)):  # the current form, the previous one
+        packed = decode_lexical(blob)
+        postings = packed.postings
+        assert isinstance(postings, LazyPostings)
+        terms = postings.packed
+        assert packed.search("json files", 6) == index.search("json files", 6)
+        assert [postings.df(t) for t in index.postings] == [len(d) for d in index.postings.values()]
+        assert postings.packed == terms
+
+
 async def test_an_index_saved_in_the_previous_binary_form_opens_and_is_resaved() -> None:
     from wasmagent.knowledge.packed import MAGIC, decode_lexical
 

@@ -30,11 +30,11 @@ import json
 import struct
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 from ..retrieval.chunking import Chunk
-from ..retrieval.lexical import BM25Index
+from ..retrieval.lexical import BM25Index, Postings
 
 MAGIC_V2 = b"WABM25\x00\x02"
 """The earlier binary form: a JSON header of terms and posting counts, then the arrays."""
@@ -190,10 +190,11 @@ class SortedTerms:
 TermTable = SortedTerms | dict[str, int]
 
 
-class LazyPostings(dict[str, dict[int, int]]):
+class LazyPostings(Postings):
     """term -> {doc: tf}, each term's dict built from the packed arrays on first access.
 
-    Lookups (`[]`, `get`, `in`, `setdefault`) decode one term; anything that walks every term
+    What a query asks (`df`, `pairs`) is read from the arrays, decoding nothing. Lookups
+    (`[]`, `get`, `in`, `setdefault`) decode one term; anything that walks every term
     (iteration, `items`, removal) decodes them all first, after which this is a plain dict.
     A term in the dict itself (decoded, or added since) is never looked up in the packed form."""
 
@@ -221,6 +222,20 @@ class LazyPostings(dict[str, dict[int, int]]):
         dict.__setitem__(self, term, found)
         self._left -= 1
         return found
+
+    def df(self, term: str) -> int:
+        n = self._find(term)
+        if n is None:
+            return len(dict.get(self, term, ()))
+        return self._starts[n + 1] - self._starts[n]
+
+    def pairs(self, term: str) -> tuple[Iterable[int], Iterable[int]]:
+        n = self._find(term)
+        if n is None:
+            docs = dict.get(self, term) or {}
+            return docs.keys(), docs.values()
+        start, end = self._starts[n], self._starts[n + 1]
+        return self._docs[start:end], self._tfs[start:end]
 
     def export(self) -> Iterator[tuple[str, Sequence[int], Sequence[int]]]:
         """(term, docs, tfs) for every term, packed ones straight from the arrays (saving an
@@ -299,7 +314,7 @@ class LazyPostings(dict[str, dict[int, int]]):
     def __ne__(self, other: object) -> bool:
         return not self == other
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as a dict is
 
     def __reduce__(self) -> Any:
         self.materialize()

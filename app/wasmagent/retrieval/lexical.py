@@ -21,8 +21,9 @@ import heapq
 import json
 import math
 import re
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 
 from ..text.query import expand_query
@@ -86,14 +87,34 @@ def analyze(text: str) -> list[str]:
     return terms
 
 
+class Postings(dict[str, dict[int, int]]):
+    """term -> {doc: tf}, with the questions search asks of one term answered without building
+    anything (`knowledge.packed.LazyPostings` answers them from its packed arrays)."""
+
+    def df(self, term: str) -> int:
+        """How many documents hold `term`."""
+        return len(self.get(term, ()))
+
+    def pairs(self, term: str) -> tuple[Iterable[int], Iterable[int]]:
+        """(docs, tfs) of `term`, in the same order."""
+        docs = self.get(term) or {}
+        return docs.keys(), docs.values()
+
+    def common(self) -> list[str]:
+        """Every term, the most common first."""
+        return sorted(self, key=lambda term: -len(self[term]))
+
+
 class BM25Index:
     """An incremental BM25 index over documents numbered 0, 1, 2, ..."""
 
     def __init__(self) -> None:
-        self.postings: dict[str, dict[int, int]] = {}
+        self.postings: Postings = Postings()
         self.lengths: dict[int, int] = {}
         self._total = 0
-        self._impacts: dict[str, list[tuple[int, float]]] = {}
+        # term -> (docs, weights), highest weight first: 12 bytes a posting, not a tuple's ~90
+        # (the background warm-up of an index built here keeps all of them).
+        self._impacts: dict[str, tuple[array[int], array[float]]] = {}
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -120,7 +141,7 @@ class BM25Index:
                 del self.postings[term]
 
     def idf(self, term: str) -> float:
-        df = len(self.postings.get(term, ()))
+        df = self.postings.df(term)
         n = len(self.lengths)
         return math.log(1 + (n - df + 0.5) / (df + 0.5)) if df else 0.0
 
@@ -134,7 +155,8 @@ class BM25Index:
             idf = self.idf(term)
             if not idf:
                 continue
-            for doc, weight in self._impact(term):
+            docs, weights = self._impact(term)
+            for doc, weight in zip(docs, weights, strict=True):
                 scores[doc] = scores.get(doc, 0.0) + idf * weight
         # itemgetter, not a lambda: thousands of candidates a question, one call each.
         return heapq.nlargest(k, scores.items(), key=itemgetter(1))
@@ -143,27 +165,27 @@ class BM25Index:
         """Compute the impact lists of every term, most common first, yielding after about
         `budget` postings each time, so a caller can spread the work over idle moments."""
         done = 0
-        for term in sorted(self.postings, key=lambda t: -len(self.postings[t])):
-            docs = self.postings.get(term)  # the index may have changed since we started
-            if docs is not None and term not in self._impacts:
-                self._impact(term)
-                done += len(docs)
+        for term in self.postings.common():
+            if term not in self._impacts:
+                done += len(self._impact(term)[0])  # the index may have changed since we started
                 if done >= budget:
                     yield done
                     done = 0
         yield done
 
-    def _impact(self, term: str) -> list[tuple[int, float]]:
-        """The term's postings as (doc, tf weight), highest first, at most MAX_POSTINGS."""
+    def _impact(self, term: str) -> tuple[array[int], array[float]]:
+        """The term's postings as (docs, tf weights), highest first, at most MAX_POSTINGS."""
         cached = self._impacts.get(term)
         if cached is None:
             avg = self._total / len(self.lengths) or 1.0
             lengths = self.lengths
+            docs, tfs = self.postings.pairs(term)
             weighted = [(doc, tf * (K1 + 1) / (tf + K1 * (1 - B + B * lengths[doc] / avg)))
-                        for doc, tf in self.postings.get(term, {}).items()]
+                        for doc, tf in zip(docs, tfs, strict=True)]
             if len(weighted) > MAX_POSTINGS:
-                weighted = heapq.nlargest(MAX_POSTINGS, weighted, key=lambda item: item[1])
-            cached = self._impacts[term] = weighted
+                weighted = heapq.nlargest(MAX_POSTINGS, weighted, key=itemgetter(1))
+            cached = self._impacts[term] = (array("i", map(itemgetter(0), weighted)),
+                                            array("d", map(itemgetter(1), weighted)))
         return cached
 
     def to_bytes(self) -> bytes:
@@ -181,6 +203,6 @@ class BM25Index:
         lens = raw["lengths"]
         index.lengths = {lens[i]: lens[i + 1] for i in range(0, len(lens), 2)}
         index._total = sum(index.lengths.values())
-        index.postings = {t: {f[i]: f[i + 1] for i in range(0, len(f), 2)}
-                          for t, f in raw["postings"].items()}
+        index.postings = Postings({t: {f[i]: f[i + 1] for i in range(0, len(f), 2)}
+                                   for t, f in raw["postings"].items()})
         return index
