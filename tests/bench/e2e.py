@@ -69,17 +69,29 @@ async def _native_asks(db: Path) -> dict[str, Any]:
                       intent_labels=host.intent_labels)
     agent = service.start()
     totals: list[float] = []
-    questions = quality.questions()
-    for rnd in range(3):
-        for n, q in enumerate(questions):
-            agent.submit({"v": 1, "type": "ask", "id": f"{rnd}-{n}", "text": q["q"], "kb": KB})
-            await agent.drain()
-            answer = next(e for e in reversed(events) if e["type"] == "answer")
-            if rnd > 0:  # round 0 loads the knowledge base
-                totals.append(answer["timings_ms"]["total"])
+    questions = ask_order()
+    for n, q in enumerate(questions[:1] + questions):  # the first ask loads the knowledge base
+        agent.submit({"v": 1, "type": "ask", "id": str(n), "text": q, "kb": KB})
+        await agent.drain()
+        answer = next(e for e in reversed(events) if e["type"] == "answer")
+        totals.append(answer["timings_ms"]["total"])
     kb = await service.library.get(KB)
     await service.aclose()
-    return {"chunks": len(kb), "ask_ms": {**summary(totals), "p95": _pct(totals, 0.95)}}
+    return {"chunks": len(kb), **ask_figures(totals[1:])}
+
+
+def ask_order() -> list[str]:
+    """Every question once: the legacy 44 first (a visit's first questions, while the
+    interpreter's hot paths and the per-word caches are still cold), then the dev and test
+    halves (questions the earlier ones did not warm up for)."""
+    legacy = [q["q"] for q in quality.questions()]
+    return legacy + [q["q"] for half in ("dev", "test") for q in quality.load(half)]
+
+
+def ask_figures(totals: list[float]) -> dict[str, Any]:
+    first = totals[:len(quality.questions())]
+    return {"ask_ms": {**summary(totals), "p95": _pct(totals, 0.95)}, "asked": len(totals),
+            "first_ask_ms": {**summary(first), "p95": _pct(first, 0.95)}, "first": len(first)}
 
 
 async def _quality(db: Path, quick: bool) -> dict[str, Any]:
@@ -147,7 +159,7 @@ ASK_JS = """async ([questions, kb]) => {
     const firstMs = performance.now() - t0;
     // A person reads the first answer before asking again: the index finishes warming up.
     await new Promise((r) => setTimeout(r, 5000));
-    for (let r = 0; r < 2; r++) for (const q of questions) {
+    for (const q of questions) {
         const t = performance.now();
         await c.ask(q, {kb});
         totals.push(performance.now() - t);
@@ -174,7 +186,7 @@ def browser_side(browser: Any, quick: bool) -> dict[str, Any]:
              "kind": "html"}
             for p in sorted((quality.CORPUS / "tutorial").glob("*.html"))
             + sorted((quality.CORPUS / "howto").glob("*.html"))][:40]
-    questions = [q["q"] for q in quality.questions()]
+    questions = ask_order()
     with serving(site, isolate=True) as base:
         context = browser.new_context()
         page = context.new_page()
@@ -185,9 +197,8 @@ def browser_side(browser: Any, quick: bool) -> dict[str, Any]:
         ingest = page.evaluate(INGEST_JS, docs)
         context.close()
     (site / "pydocs.kv").unlink()
-    totals = asked["totals"]
     return {"imported_keys": keys, "first_ask_ms_incl_kb_load": round(asked["firstMs"]),
-            "ask_ms": {**summary(totals), "p95": _pct(totals, 0.95)},
+            **ask_figures(asked["totals"]),
             "memory_bytes": asked["memory"],
             "ingest": {"documents": len(docs), "chunks": ingest["chunks"],
                        "seconds": round(ingest["seconds"], 1),
@@ -207,17 +218,31 @@ def run(ctx: Any) -> dict[str, Any]:
 def render(section: dict[str, Any]) -> list[str]:
     n, b = section["native"], section["browser"]
     mem = b["memory_bytes"]
+    first_p95 = b["first_ask_ms"]["p95"]
+    first_note = ("" if first_p95 <= 50 else
+                  f" over all questions; not met by a visit's first {b['first']} alone "
+                  f"(p95 {first_p95:.1f} ms)")
     lines = ["## End to end on the Python documentation", "",
              f"Knowledge base: {n['chunks']:,} chunks from Debian's python3.11-doc "
              "(530 pages). Ask latency is the agent's "
              "own `total` timing natively and the bridge round trip in Chromium (default: 1 thread), "
-             f"over {len(quality.questions())} evaluation questions × 2 rounds, starting 5 s "
-             "after the first question loaded the knowledge base (the BM25 impact lists warm up "
-             "in the background meanwhile; questions that overlap that warm-up wait up to "
-             "~10 ms per slice).",
+             f"over {b['asked']} questions each asked once (the {b['first']} legacy evaluation "
+             "questions, then the dev and test halves), starting 5 s after the first question "
+             "loaded the knowledge base (the BM25 impact lists warm up in the background "
+             "meanwhile; questions that overlap that warm-up wait up to ~10 ms per slice). "
+             f"The first {b['first']} are also shown alone: a visit's first questions run "
+             "while V8 is still optimising the interpreter's hot wasm functions (Liftoff code "
+             "first, TurboFan as they get hot), and every new word and passage is read once "
+             "before it is cached (the BM25 impact list of a query word, a passage's analysed "
+             "words, a packed chunk's text); the native column shows the caches' part alone. "
+             "Vector search runs in a wasm SIMD kernel (web/worker/scores.wat): 2 ms for 17.5k "
+             "vectors, where the JS loop took 12-16 ms.",
              "", "| | native | Chromium |", "|---|---|---|",
              f"| ask p50 | {n['ask_ms']['median']:.1f} ms | {b['ask_ms']['median']:.1f} ms |",
              f"| ask p95 | {n['ask_ms']['p95']:.1f} ms | {b['ask_ms']['p95']:.1f} ms |",
+             f"| ask p50 / p95, first {b['first']} of the visit | "
+             f"{n['first_ask_ms']['median']:.1f} / {n['first_ask_ms']['p95']:.1f} ms | "
+             f"{b['first_ask_ms']['median']:.1f} / {first_p95:.1f} ms |",
              f"| ingestion | {n['ingest']['chunks_per_s']} chunks/s "
              f"({n['ingest']['documents']} pages) | "
              f"{b['ingest']['chunks_per_s']} chunks/s ({b['ingest']['documents']} pages) |",
@@ -226,7 +251,8 @@ def render(section: dict[str, Any]) -> list[str]:
              f"| memory (page + worker, JS + wasm) | – | "
              f"{'%.0f MB' % (mem / 1e6) if mem else 'n/a'} |", "",
              f"Budget: ask p95 ≤ 50 ms in the browser: "
-             f"{'met' if b['ask_ms']['p95'] <= 50 else 'not met'}.", "",
+             f"{'met' if b['ask_ms']['p95'] <= 50 else 'not met'}{first_note}.",
+             "",
              "### Retrieval quality", "",
              f"{len(quality.questions())} questions of our own (tests/bench/eval_pydocs.jsonl) "
              "with the pages that answer them; a hit is an answering page among the top 5 "
