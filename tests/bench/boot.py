@@ -217,7 +217,7 @@ OPEN_AND_ASK = """async (question) => {
   wasmagent.open();
   const answer = await wasmagent.ask(question);
   if (!answer.citations.length) throw new Error('no cited answer: ' + answer.text);
-  return performance.now() - t0;
+  return { ms: performance.now() - t0, opened: performance.timeOrigin + t0 };
 }"""
 FRAME_READY = """() => new Promise((done) => {
   if (wasmagent.state === 'ready') return done(true);
@@ -254,11 +254,15 @@ def widget_sites(root: Path) -> Iterator[tuple[str, str]]:
             server.server_close()
 
 
+Visit = tuple[float, dict[str, Any]]
+"""Open -> first cited answer (ms), and the frame's boot steps in ms since the opening."""
+
+
 def widget_visits(browser: Browser, url: str, *, preload: bool,
-                  timeout_ms: int = 120_000) -> tuple[float, float]:
-    """Open -> first cited answer on a first and a second visit, in a browser profile of its
-    own: a visitor's HTTP cache is on disk, while a plain Playwright context keeps an in-memory
-    cache that does not store the 18 MB model at all (measured: refetched on every visit)."""
+                  timeout_ms: int = 120_000) -> tuple[Visit, Visit]:
+    """A first and a second visit, in a browser profile of its own: a visitor's HTTP cache is
+    on disk, while a plain Playwright context keeps an in-memory cache that does not store the
+    18 MB model at all (measured: refetched on every visit)."""
     with tempfile.TemporaryDirectory(prefix="wasmagent-profile-") as profile:
         context = browser.browser_type.launch_persistent_context(
             profile, executable_path="/usr/bin/chromium", args=CHROME_ARGS)
@@ -266,10 +270,10 @@ def widget_visits(browser: Browser, url: str, *, preload: bool,
 
 
 def _open_twice(context: BrowserContext, url: str, *, preload: bool,
-                timeout_ms: int) -> tuple[float, float]:
+                timeout_ms: int) -> tuple[Visit, Visit]:
     page = context.new_page()
     page.set_default_timeout(timeout_ms)
-    times = []
+    visits = []
     try:
         for visit in range(2):
             if visit:
@@ -279,21 +283,30 @@ def _open_twice(context: BrowserContext, url: str, *, preload: bool,
             page.wait_for_function("window.wasmagent !== undefined")
             if preload:
                 page.evaluate(FRAME_READY)
-            times.append(float(page.evaluate(OPEN_AND_ASK, QUESTION)))
-        return times[0], times[1]
+            opened = page.evaluate(OPEN_AND_ASK, QUESTION)
+            # The frame's worker is the newest (the previous visit's may still be listed).
+            steps = page.workers[-1].evaluate(BOOT_STEPS, opened["opened"])
+            steps["answer"] = [0, opened["ms"]]
+            visits.append((float(opened["ms"]), steps))
+        return visits[0], visits[1]
     finally:
         context.close()
 
 
 def run_widget(browser: Browser, repeats: int, dist: Path = DIST) -> dict[str, Any]:
     samples: dict[str, list[float]] = {"cold": [], "warm": [], "warm_preloaded": []}
+    steps: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": []}
     with widget_sites(dist) as (open_url, idle_url):
         for _ in range(repeats):
-            cold, warm = widget_visits(browser, open_url, preload=False)
+            (cold, cold_steps), (warm, warm_steps) = widget_visits(browser, open_url,
+                                                                   preload=False)
             samples["cold"].append(cold)
             samples["warm"].append(warm)
-            samples["warm_preloaded"].append(widget_visits(browser, idle_url, preload=True)[1])
-    return {name: summary(v) for name, v in samples.items()}
+            steps["cold"].append(cold_steps)
+            steps["warm"].append(warm_steps)
+            samples["warm_preloaded"].append(widget_visits(browser, idle_url, preload=True)[1][0])
+    return {**{name: summary(v) for name, v in samples.items()},
+            "steps": {k: step_medians(v) for k, v in steps.items()}}
 
 
 def run(browser: Browser, repeats: int) -> dict[str, Any]:

@@ -30,13 +30,21 @@ def _goal(stat: dict[str, Any], goal: float) -> str:
     return "met" if over <= 0 else f"not met by {over:.0f} ms"
 
 
-def _steps(steps: dict[str, Any]) -> list[str]:
+WIDGET_STEP_NAMES = {
+    **STEP_NAMES,
+    "worker": "open -> the frame's worker started (gate page, frame page, worker script)",
+    "answer": "first cited answer (asked at once: waits for ready, then loads the KB)",
+}
+
+
+def _steps(steps: dict[str, Any], names: dict[str, str] = STEP_NAMES,
+           since: str = "navigation") -> list[str]:
     warm, cold = steps["warm"], steps["cold"]
     lines = [
-        "| step (ms since navigation, medians) | warm: from – to | cold: from – to |",
+        f"| step (ms since {since}, medians) | warm: from – to | cold: from – to |",
         "|---|---|---|",
     ]
-    for key, label in STEP_NAMES.items():
+    for key, label in names.items():
         cells = [f"{d[key][0]} – {d[key][1]} ({d[key][1] - d[key][0]})" if key in d else "—"
                  for d in (warm, cold)]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
@@ -90,6 +98,11 @@ def _boot(section: dict[str, Any]) -> list[str]:
         if "steps" in iso:
             lines += ["Where the time goes (with COOP/COEP; `self.bootTimings` in the worker "
                       "and Resource Timing):", "", *_steps(iso["steps"])]
+        if widget and "steps" in widget:
+            lines += ["The widget, where the time goes from `wasmagent.open()` to the first "
+                      "cited answer (the frame's worker, without a service worker on another "
+                      "site: its files come from the HTTP cache):", "",
+                      *_steps(widget["steps"], WIDGET_STEP_NAMES, "open")]
     lines += [
         "### PyScript named worker vs bare module worker",
         "",
