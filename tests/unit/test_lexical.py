@@ -76,3 +76,18 @@ def test_fusion_rewards_agreement_between_rankings() -> None:
     assert top.lexical == 9.0
     assert top.dense == 0.7
     assert fuse([], []) == []
+
+
+def test_a_warm_up_outlived_by_its_documents_ends_quietly() -> None:
+    """The background warm-up of impact lists resumes after the knowledge base changed: terms
+    whose documents were all removed meanwhile are skipped, not a crash of the warm-up task."""
+    index = BM25Index()
+    for n, text in enumerate(["open a file", "close the file", "sockets and files"]):
+        index.add(n, text)
+    slices = index.warm(budget=1)
+    next(slices)
+    for n in range(3):
+        index.remove(n)
+    assert sum(slices) == 0
+    index.add(0, "json file")
+    assert [doc for doc, _ in index.search("file", 3)] == [0]

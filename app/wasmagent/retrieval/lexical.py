@@ -166,8 +166,10 @@ class BM25Index:
         `budget` postings each time, so a caller can spread the work over idle moments."""
         done = 0
         for term in self.postings.common():
-            if term not in self._impacts:
-                done += len(self._impact(term)[0])  # the index may have changed since we started
+            # The index may have changed since we started: a removed term is skipped (with no
+            # documents left, the average length in `_impact` would divide by zero).
+            if term not in self._impacts and self.postings.df(term):
+                done += len(self._impact(term)[0])
                 if done >= budget:
                     yield done
                     done = 0
