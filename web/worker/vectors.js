@@ -12,8 +12,8 @@ const spaces = new Map();
 let kernel = null; // the compiled scores.wasm, once loaded
 let kernelError = null;
 
-// Started by the worker during boot, off its critical path: a search before this settles (none
-// happens that early) or after it failed runs in JS.
+// Started by host.js during boot, beside the runtime's own downloads; it settles before the host
+// is handed over to Python. A search before it settles, or after it failed, runs in JS.
 export async function useKernel(source) {
   try {
     kernel = await WebAssembly.compileStreaming(source);
